@@ -1,0 +1,240 @@
+"""The run configuration: one YAML file parsed into pydantic models (unknown keys refused).
+
+Physics lives in the science sections (system, init, explore, examine, label, train);
+where and how jobs run lives in ``execution``, so the same science runs on a laptop or
+on Slurm. Units are in the field names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SystemConfig(Section):
+    """Start structures (any ase.io format; paths relative to the config file)."""
+
+    structures: list[str] = Field(min_length=1)
+    type_map: list[str] | None = Field(
+        default=None, description="element order of the model; default: elements of the structures"
+    )
+
+
+class InitConfig(Section):
+    """Initial data: randomly perturbed copies of the start structures, labeled before iteration 0."""
+
+    n_perturbed: PositiveInt = 20
+    position_sigma_A: Annotated[float, Field(ge=0)] = 0.05
+    cell_strain: Annotated[float, Field(ge=0, lt=0.5)] = 0.03
+    seed: int = 0
+
+
+class StageConfig(Section):
+    """A block of exploration conditions, run until converged or ``max_iterations``."""
+
+    temperatures_K: list[PositiveFloat] = Field(min_length=1)
+    ensemble: Literal["nvt"] = "nvt"
+    n_steps: PositiveInt = 1000
+    timestep_fs: PositiveFloat = 0.5
+    dump_interval: PositiveInt = 10
+    friction_per_fs: PositiveFloat = 0.01
+    walkers_per_condition: PositiveInt = 1
+    max_iterations: PositiveInt = 5
+
+
+class ExploreConfig(Section):
+    stages: list[StageConfig] = Field(min_length=1)
+    seed: int = 0
+    stop_after_failed_dumps: PositiveInt = Field(
+        default=20, description="a walker stops after this many dumps in a row above trust_hi"
+    )
+    min_distance_fraction: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.5, description="a walker stops when two atoms come closer than this x covalent radii sum"
+    )
+
+
+class ExamineConfig(Section):
+    """Trust levels on the max force deviation (eV/Angstrom) and the selection caps."""
+
+    trust_lo_eV_per_A: PositiveFloat = 0.05
+    trust_hi_eV_per_A: PositiveFloat = 0.25
+    max_candidates: PositiveInt = 10
+    selection: Literal["random", "diverse"] = "diverse"
+    converged_accurate_ratio: Annotated[float, Field(gt=0, le=1)] = 0.99
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _lo_below_hi(self) -> ExamineConfig:
+        if self.trust_lo_eV_per_A >= self.trust_hi_eV_per_A:
+            raise ValueError(
+                f"trust_lo_eV_per_A ({self.trust_lo_eV_per_A}) must be below "
+                f"trust_hi_eV_per_A ({self.trust_hi_eV_per_A})"
+            )
+        return self
+
+
+class PySCFLabelConfig(Section):
+    kind: Literal["pyscf"] = "pyscf"
+    xc: str = "pbe"
+    basis: str = "def2-svp"
+    charge: int = 0
+    spin: Annotated[int, Field(ge=0)] = Field(default=0, description="2S = N_alpha - N_beta")
+    conv_tol: PositiveFloat = 1e-9
+    max_cycle: PositiveInt = 100
+    grid_level: Annotated[int, Field(ge=0, le=9)] = 3
+    density_fit: bool = False
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+
+
+class EMTLabelConfig(Section):
+    """ASE's EMT potential: a cheap reference for tests and demos (Al, Cu, Ag, Au, Ni, Pd, Pt; H, C, N, O roughly)."""
+
+    kind: Literal["emt"] = "emt"
+
+
+LabelConfig = Annotated[PySCFLabelConfig | EMTLabelConfig, Field(discriminator="kind")]
+
+
+class ModelConfig(Section):
+    """DeepPot-SE (se_e2_a) hyper-parameters."""
+
+    rcut_A: PositiveFloat = 6.0
+    rcut_smth_A: Annotated[float, Field(ge=0)] = 0.5
+    embedding_widths: list[PositiveInt] = Field(default=[25, 50, 100], min_length=1)
+    axis_neuron: PositiveInt = 16
+    fitting_widths: list[PositiveInt] = Field(default=[240, 240, 240], min_length=1)
+    precision: Literal["float32", "float64"] = "float64"
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.rcut_smth_A >= self.rcut_A:
+            raise ValueError(f"rcut_smth_A ({self.rcut_smth_A}) must be below rcut_A ({self.rcut_A})")
+        if self.axis_neuron > self.embedding_widths[-1]:
+            raise ValueError(
+                f"axis_neuron ({self.axis_neuron}) must not exceed the last embedding width "
+                f"({self.embedding_widths[-1]})"
+            )
+        return self
+
+
+class TrainConfig(Section):
+    """Ensemble training: Adam, exponential learning-rate decay, DeePMD-style loss prefactors."""
+
+    ensemble_size: Annotated[int, Field(ge=2)] = 4
+    model: ModelConfig = ModelConfig()
+    steps: PositiveInt = 2000
+    batch_size: PositiveInt = 4
+    start_lr: PositiveFloat = 1e-3
+    stop_lr: PositiveFloat = 1e-5
+    start_pref_e: Annotated[float, Field(ge=0)] = 0.02
+    limit_pref_e: Annotated[float, Field(ge=0)] = 1.0
+    start_pref_f: Annotated[float, Field(ge=0)] = 1000.0
+    limit_pref_f: Annotated[float, Field(ge=0)] = 1.0
+    start_pref_v: Annotated[float, Field(ge=0)] = 0.0
+    limit_pref_v: Annotated[float, Field(ge=0)] = 0.0
+    validation_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    warm_start: Literal["always", "never", "auto"] = "always"
+    warm_steps: PositiveInt = 1000
+    warm_start_lr: PositiveFloat = 3e-4
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.stop_lr > self.start_lr:
+            raise ValueError(f"stop_lr ({self.stop_lr}) must not exceed start_lr ({self.start_lr})")
+        return self
+
+
+class ExecutionConfig(Section):
+    """Where jobs run: a local Dask cluster, a thread pool, or a batch scheduler via dask-jobqueue."""
+
+    kind: Literal["local", "threads", "slurm", "pbs", "sge", "lsf"] = "local"
+    n_workers: PositiveInt = 2
+    threads_per_worker: PositiveInt = 1
+    memory_per_worker: str = "4GiB"
+    host: str = Field(default="127.0.0.1", description="address the Dask scheduler listens on")
+    dashboard_address: str | None = Field(default="127.0.0.1:0", description="None: no dashboard")
+    # batch-scheduler options (dask-jobqueue), ignored for local/threads
+    queue: str | None = None
+    account: str | None = None
+    walltime: str = "01:00:00"
+    job_extra_directives: list[str] = []
+    job_script_prologue: list[str] = []
+    gpus_per_worker: Annotated[int, Field(ge=0)] = 0
+
+
+class LoopConfig(Section):
+    max_iterations: PositiveInt = 10
+
+
+class RunConfig(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    system: SystemConfig
+    init: InitConfig = InitConfig()
+    explore: ExploreConfig
+    examine: ExamineConfig = ExamineConfig()
+    label: LabelConfig
+    train: TrainConfig = TrainConfig()
+    execution: ExecutionConfig = ExecutionConfig()
+    loop: LoopConfig = LoopConfig()
+
+    def science(self) -> dict:
+        """The part of the config a resumed run must not change (everything but execution)."""
+        return self.model_dump(mode="json", exclude={"execution", "loop"})
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message is one line per problem, naming the field."""
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "literal_error":
+            msg = f"got {e.get('input')!r}; {msg.lower()}"
+        elif e["type"] == "union_tag_invalid":
+            msg = f"got {e.get('input', {}).get('kind')!r}; " + msg
+        lines.append(f"{where}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict, source: str = "config") -> RunConfig:
+    """Validate a config dict; raise ConfigError naming every bad field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_describe(err)) from None
+
+
+def load_config(path: str | Path) -> tuple[RunConfig, Path]:
+    """Read a YAML config; return it and the directory its relative paths refer to."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    return parse_config(data, str(path)), path.parent.resolve()

@@ -1,0 +1,19 @@
+"""Names of per-frame quantities, as stored in ``Atoms.info`` / extxyz and calculator results.
+
+Units: energies eV, forces eV/Angstrom, stress eV/Angstrom^3 (ASE convention).
+"""
+
+ENERGY = "energy"  # eV
+FORCES = "forces"  # eV/Angstrom
+STRESS = "stress"  # eV/Angstrom^3, ASE Voigt order
+
+# Ensemble deviation (DeePMD's model_devi definitions), written per explored frame.
+MAX_DEVI_F = "max_devi_f"  # eV/Angstrom: max over atoms of sqrt(mean_k |F_k - <F>|^2)
+AVG_DEVI_F = "avg_devi_f"  # eV/Angstrom: mean over atoms of the same
+DEVI_E = "devi_e"  # eV/atom: std over members of the energy per atom
+FORCES_STD = "forces_std"  # eV/Angstrom, per atom (calculator result)
+
+# Provenance of explored frames.
+WALKER = "walker"
+STEP = "step"
+TEMPERATURE_K = "temperature_K"
