@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from eelt.errors import EeltError
+
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -199,21 +201,26 @@ class RunConfig(Section):
         return self.model_dump(mode="json", exclude={"execution", "loop"})
 
 
-class ConfigError(ValueError):
+class ConfigError(EeltError, ValueError):
     """A config that cannot be used; the message is one line per problem, naming the field."""
 
 
 def _describe(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        # drop the union tag pydantic inserts into the location (label.pyscf.xc -> label.xc)
+        loc = [p for p in e["loc"] if p not in ("pyscf", "emt")]
+        where = ".".join(str(p) for p in loc) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif e["type"] == "literal_error":
             msg = f"got {e.get('input')!r}; {msg.lower()}"
         elif e["type"] == "union_tag_invalid":
-            msg = f"got {e.get('input', {}).get('kind')!r}; " + msg
+            ctx = e.get("ctx", {})
+            msg = f"kind {ctx.get('tag')!r} is not one of {ctx.get('expected_tags')}"
+        elif e["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         lines.append(f"{where}: {msg}")
     return "\n".join(lines)
 
@@ -238,3 +245,11 @@ def load_config(path: str | Path) -> tuple[RunConfig, Path]:
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     return parse_config(data, str(path)), path.parent.resolve()
+
+
+def parse_section(model: type[Section], data: dict, name: str) -> Section:
+    """Validate one section (e.g. ``train``) on its own, errors prefixed with its name."""
+    try:
+        return model.model_validate(data or {})
+    except ValidationError as err:
+        raise ConfigError("\n".join(f"{name}.{line}" for line in _describe(err).splitlines())) from None

@@ -1,0 +1,210 @@
+"""The ``eelt`` command line: validate a config, run or resume a run, show its status,
+train or evaluate an ensemble. Exit codes: 0 success, 1 unexpected failure, 2 user error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from eelt.errors import EeltError
+
+app = typer.Typer(
+    help="eelt: concurrent learning of interatomic potentials (explore, examine, label, train).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+def _setup_logging(quiet: bool) -> None:
+    handler = RichHandler(console=err, show_path=False, rich_tracebacks=False)
+    logger = logging.getLogger("eelt")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _guard(fn, *args, **kwargs):
+    """Run ``fn``; user errors become one line on stderr and exit code 2."""
+    try:
+        return fn(*args, **kwargs)
+    except EeltError as e:
+        _fail(str(e).replace("\n", "; "))
+    except KeyboardInterrupt:
+        _fail("interrupted; run the same command again to resume", code=130)
+
+
+@app.command()
+def validate(config: Annotated[Path, typer.Argument(help="run config (YAML)")]) -> None:
+    """Check a config and print it with every default filled in."""
+    from eelt.config import load_config
+
+    cfg, _ = _guard(load_config, config)
+    out.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), highlight=False)
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="run config (YAML)")],
+    run_dir: Annotated[Optional[Path], typer.Option(help="run directory (default: runs/NAME)")] = None,
+    fresh: Annotated[bool, typer.Option(help="refuse to resume an existing run directory")] = False,
+    plain: Annotated[bool, typer.Option(help="run without Prefect (no flow runs, no UI)")] = False,
+    quiet: Annotated[bool, typer.Option(help="only warnings and errors")] = False,
+) -> None:
+    """Run the EELT loop, or resume it where it stopped."""
+    from eelt.config import load_config
+
+    _setup_logging(quiet)
+    cfg, base_dir = _guard(load_config, config)
+    root = run_dir or Path("runs") / cfg.name
+    if fresh and (root / "eelt.yaml").exists():
+        _fail(f"{root} already holds a run; drop --fresh to resume it or choose another --run-dir")
+    if plain:
+        state = _guard(_run_plain, cfg, base_dir, root)
+    else:
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "eelt")
+        from flows import eelt_run
+
+        flow = eelt_run.with_options(flow_run_name=cfg.name)
+        state = _guard(flow, str(config), str(root))
+    _print_status(state)
+
+
+def _run_plain(cfg, base_dir: Path, root: Path) -> dict:
+    from eelt.execution import open_executor
+    from eelt.loop import Loop, prepare_run, run_loop
+
+    run = prepare_run(cfg, base_dir, root)
+    with open_executor(cfg.execution, root / "logs") as executor:
+        return run_loop(Loop(run, executor))
+
+
+def _print_status(state: dict) -> None:
+    table = Table(title=f"eelt run {state['name']}: {state['status']}")
+    for col in ("iter", "stage", "explored", "accurate", "candidate", "failed", "labeled", "val F RMSE meV/A"):
+        table.add_column(col, justify="right")
+    for h in state["iterations"]:
+        rmse = h["val_force_rmse_meV_per_A"]
+        table.add_row(
+            str(h["iteration"]), str(h["stage"]), str(h["n_explored"]), f"{h['accurate_ratio']:.3f}",
+            f"{h['candidate_ratio']:.3f}", f"{h['failed_ratio']:.3f}", str(h["n_labeled"]),
+            "-" if rmse is None else f"{rmse:.1f}",
+        )
+    out.print(table)
+    out.print(f"initial labels: {state['n_init_labeled']}; latest models: {state['models_dir']}")
+
+
+@app.command()
+def status(
+    run_dir: Annotated[Path, typer.Argument(help="run directory")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the state as JSON")] = False,
+) -> None:
+    """Show a run's progress from its run directory alone (no server needed)."""
+    from eelt.rundir import RunDir
+
+    state = _guard(RunDir(run_dir).read_state)
+    if as_json:
+        print(json.dumps(state, indent=2))
+    else:
+        _print_status(state)
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option(help="directory of model-*.pt (an ensemble)")],
+    data: Annotated[Path, typer.Option(help="extxyz with reference energies and forces")],
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout")] = False,
+) -> None:
+    """Energy and force RMSE of an ensemble's mean prediction on a labeled dataset."""
+    metrics = _guard(_evaluate, model, data)
+    if as_json:
+        print(json.dumps(metrics))
+    else:
+        out.print(
+            f"{metrics['n_frames']} frames: energy RMSE {metrics['energy_rmse_meV_per_atom']:.3f} meV/atom, "
+            f"force RMSE {metrics['force_rmse_meV_per_A']:.2f} meV/A"
+        )
+
+
+def _evaluate(model: Path, data: Path) -> dict:
+    import ase.io
+
+    from eelt.model import Ensemble
+    from eelt.train import evaluate_rmse
+
+    if not sorted(model.glob("model-*.pt")):
+        raise EeltError(f"--model {model}: no model-*.pt files there")
+    if not data.is_file():
+        raise EeltError(f"--data {data}: no such file")
+    frames = ase.io.read(data, ":")
+    for i, atoms in enumerate(frames):
+        if atoms.calc is None or "forces" not in atoms.calc.results:
+            raise EeltError(f"--data {data}: frame {i} has no reference energy and forces")
+    return evaluate_rmse(Ensemble.load(model), frames)
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="extxyz with energies and forces")],
+    out_dir: Annotated[Path, typer.Option("--out", help="directory for model-*.pt")],
+    config: Annotated[Optional[Path], typer.Option(help="YAML with a 'train' section (and 'execution')")] = None,
+    quiet: Annotated[bool, typer.Option(help="only warnings and errors")] = False,
+) -> None:
+    """Train an ensemble on a labeled dataset, outside the loop."""
+    _setup_logging(quiet)
+    results = _guard(_train, data, out_dir, config)
+    for r in results:
+        out.print(
+            f"member {r.member}: validation energy RMSE {r.val_energy_rmse_meV_per_atom:.3f} meV/atom, "
+            f"force RMSE {r.val_force_rmse_meV_per_A:.2f} meV/A ({r.steps} steps, {r.wall_s:.0f} s)"
+        )
+
+
+def _train(data: Path, out_dir: Path, config: Path | None):
+    import ase.io
+    from ase.data import atomic_numbers
+
+    from eelt.config import ExecutionConfig, TrainConfig, parse_section
+    from eelt.execution import open_executor
+    from eelt.train import train_ensemble
+
+    if not data.is_file():
+        raise EeltError(f"--data {data}: no such file")
+    sections = {}
+    if config is not None:
+        if not config.is_file():
+            raise EeltError(f"--config {config}: no such file")
+        sections = yaml.safe_load(config.read_text()) or {}
+    train_cfg = parse_section(TrainConfig, sections.get("train", {}), "train")
+    exec_cfg = parse_section(ExecutionConfig, sections.get("execution", {}), "execution")
+    frames = ase.io.read(data, ":")
+    type_map = sorted({s for a in frames for s in a.get_chemical_symbols()}, key=atomic_numbers.get)
+    with open_executor(exec_cfg) as executor:
+        return train_ensemble([str(data)], out_dir, train_cfg, type_map, executor)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

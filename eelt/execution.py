@@ -1,0 +1,93 @@
+"""Where jobs run: a ``concurrent.futures.Executor`` over a Dask cluster or a thread pool.
+
+Stages submit plain eelt functions (a DFT job, an MD walker, a training member) to the
+executor; the same science runs on a laptop (local Dask cluster) or on a batch
+scheduler through dask-jobqueue. Every server binds to ``execution.host``
+(127.0.0.1 by default).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+from eelt.config import ExecutionConfig
+
+log = logging.getLogger(__name__)
+
+JOBQUEUE_CLUSTERS = {
+    "slurm": "SLURMCluster",
+    "pbs": "PBSCluster",
+    "sge": "SGECluster",
+    "lsf": "LSFCluster",
+}
+
+
+def _worker_resources(cfg: ExecutionConfig) -> dict[str, float]:
+    return {"GPU": cfg.gpus_per_worker} if cfg.gpus_per_worker else {}
+
+
+def jobqueue_cluster(cfg: ExecutionConfig, log_dir: Path | None = None):
+    """A dask-jobqueue cluster for ``cfg.kind`` (not yet scaled)."""
+    import dask_jobqueue
+
+    cls = getattr(dask_jobqueue, JOBQUEUE_CLUSTERS[cfg.kind])
+    resources = _worker_resources(cfg)
+    worker_extra_args = [f"--resources GPU={cfg.gpus_per_worker}"] if resources else []
+    dashboard = cfg.dashboard_address if cfg.dashboard_address is not None else None
+    scheduler_options = {"host": cfg.host}
+    if dashboard is not None:
+        scheduler_options["dashboard_address"] = dashboard
+    kwargs = dict(
+        cores=cfg.threads_per_worker,
+        processes=1,
+        memory=cfg.memory_per_worker,
+        walltime=cfg.walltime,
+        queue=cfg.queue,
+        account=cfg.account,
+        job_extra_directives=list(cfg.job_extra_directives),
+        job_script_prologue=list(cfg.job_script_prologue),
+        worker_extra_args=worker_extra_args,
+        scheduler_options=scheduler_options,
+        log_directory=str(log_dir) if log_dir else None,
+    )
+    return cls(**kwargs)
+
+
+def local_cluster(cfg: ExecutionConfig):
+    """A Dask LocalCluster of worker processes listening on ``cfg.host`` only."""
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=cfg.n_workers,
+        threads_per_worker=cfg.threads_per_worker,
+        processes=True,
+        host=cfg.host,
+        dashboard_address=cfg.dashboard_address,
+        memory_limit=cfg.memory_per_worker,
+        resources=_worker_resources(cfg) or None,
+    )
+
+
+@contextmanager
+def open_executor(cfg: ExecutionConfig, log_dir: Path | None = None) -> Iterator[Executor]:
+    """Yield an Executor for ``cfg`` and shut everything down afterwards."""
+    if cfg.kind == "threads":
+        with ThreadPoolExecutor(max_workers=cfg.n_workers * cfg.threads_per_worker) as pool:
+            yield pool
+        return
+
+    from distributed import Client
+
+    cluster = local_cluster(cfg) if cfg.kind == "local" else jobqueue_cluster(cfg, log_dir)
+    try:
+        if cfg.kind != "local":
+            cluster.scale(jobs=cfg.n_workers)
+        with Client(cluster) as client:
+            log.info("Dask scheduler %s, dashboard %s", client.scheduler.address, client.dashboard_link)
+            yield client.get_executor()
+    finally:
+        cluster.close()

@@ -1,0 +1,383 @@
+"""The EELT loop: explore -> examine -> label -> train, until the examiner says converged.
+
+``Loop`` holds one method per stage; each reads its inputs from the run directory,
+writes its outputs there and finishes by writing the stage's ``report.json``. A stage
+whose report exists is skipped, so a run resumes after any crash without redoing
+finished work. ``run_loop`` drives the stages through a ``StageRunner``: the direct one
+here, a Prefect one in ``flows/``; the loop logic is the same for both.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import ase.io
+import numpy as np
+from ase import Atoms
+
+from eelt import atomic, keys
+from eelt.config import RunConfig, StageConfig
+from eelt.errors import EeltError
+from eelt.rundir import RunDir, read_structures, resolve_type_map
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class StageRunner(Protocol):
+    """How stages and iterations are run: directly, or as Prefect tasks and subflows."""
+
+    def iteration(self, index: int, body: Callable[[], T]) -> T: ...
+
+    def stage(self, name: str, body: Callable[[], T]) -> T: ...
+
+
+class DirectRunner:
+    def iteration(self, index: int, body: Callable[[], T]) -> T:
+        return body()
+
+    def stage(self, name: str, body: Callable[[], T]) -> T:
+        return body()
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where iteration ``iteration`` sits in the stage schedule."""
+
+    iteration: int
+    stage: int
+    stage_iteration: int
+
+
+def schedule(stages: list[StageConfig], finished: list[tuple[int, bool]]) -> tuple[int, int]:
+    """Next (stage index, iteration within stage) after ``finished`` (stage, converged) records.
+
+    A stage advances when its examination converged or after its ``max_iterations``,
+    as DPGEN2's scheduler does. Returns stage == len(stages) when every stage is done.
+    """
+    stage, count = 0, 0
+    for s, converged in finished:
+        if s != stage:
+            continue
+        count += 1
+        if converged or count >= stages[stage].max_iterations:
+            stage, count = stage + 1, 0
+    return stage, count
+
+
+def prepare_run(config: RunConfig, base_dir: Path, root: Path) -> RunDir:
+    """Create the run directory, or check that ``config`` may resume the one there."""
+    run = RunDir(root)
+    starts = read_structures(config.system, base_dir)
+    config = config.model_copy(
+        update={"system": config.system.model_copy(update={"type_map": resolve_type_map(config, starts)})}
+    )
+    if run.exists():
+        run.check_compatible(config)
+        run.update_resumable(config)
+        log.info("resuming run in %s", root)
+    else:
+        run.create(config, starts)
+        log.info("new run in %s", root)
+    return run
+
+
+class Loop:
+    """The stages of one run, bound to its run directory and an Executor."""
+
+    def __init__(self, run: RunDir, executor: Executor):
+        self.run = run
+        self.config = run.load_config()
+        self.executor = executor
+        self.type_map: list[str] = list(self.config.system.type_map or [])
+
+    # --- helpers --------------------------------------------------------------------
+    def _done(self, directory: Path) -> dict[str, Any] | None:
+        report = self.run.read_report(directory)
+        if report is not None:
+            log.info("%s: finished earlier, skipped", directory.relative_to(self.run.root))
+        return report
+
+    def _labeler(self):
+        from eelt.label import make_labeler
+
+        return make_labeler(self.config.label)
+
+    def _label(self, frames: list[Atoms], out_dir: Path, data_file: Path) -> dict[str, Any]:
+        """Label ``frames`` through the executor; append the labeled ones to ``data_file``."""
+        from eelt.label import label_frames
+
+        t0 = time.perf_counter()
+        report = label_frames(frames, self._labeler(), self.executor, self.run.labels_dir)
+        if report.labeled:
+            atomic.write_frames(data_file, report.labeled)
+        for failure in report.failed:
+            log.warning("label failed for frame %s: %s", failure["index"], failure["reason"])
+        summary = {
+            "n_requested": len(frames),
+            "n_labeled": len(report.labeled),
+            "n_failed": len(report.failed),
+            "n_cached": report.n_cached,
+            "n_computed": report.n_computed,
+            "failed": report.failed,
+            "data_file": str(data_file.relative_to(self.run.root)) if report.labeled else None,
+            "wall_s": time.perf_counter() - t0,
+        }
+        self.run.write_report(out_dir, summary)
+        return summary
+
+    def _train(self, out_dir: Path, init_dir: Path | None, n_new: int) -> dict[str, Any]:
+        from eelt.train import train_ensemble
+
+        cfg = self.config.train
+        data_files = self.run.data_files()
+        n_old = sum(len(ase.io.read(f, ":")) for f in data_files) - n_new
+        warm = init_dir is not None and (
+            cfg.warm_start == "always" or (cfg.warm_start == "auto" and n_new <= n_old)
+        )
+        t0 = time.perf_counter()
+        results = train_ensemble(
+            [str(f) for f in data_files], out_dir, cfg, self.type_map, self.executor,
+            init_dir=init_dir, warm=warm,
+        )
+        members = [r.to_dict() for r in results]
+        summary = {
+            "models_dir": str(out_dir.relative_to(self.run.root)),
+            "warm_start": warm,
+            "n_frames": n_old + n_new,
+            "members": members,
+            "val_energy_rmse_meV_per_atom": float(np.mean([m["val_energy_rmse_meV_per_atom"] for m in members])),
+            "val_force_rmse_meV_per_A": float(np.mean([m["val_force_rmse_meV_per_A"] for m in members])),
+            "wall_s": time.perf_counter() - t0,
+        }
+        self.run.write_report(out_dir, summary)
+        return summary
+
+    # --- the initial data and ensemble -----------------------------------------------
+    def init_label(self) -> dict[str, Any]:
+        """Label the start structures and randomly perturbed copies (DP-GEN's init step)."""
+        out = self.run.init_dir("label")
+        if (done := self._done(out)) is not None:
+            return done
+        from eelt.explore import perturbed_copies
+
+        cfg = self.config.init
+        rng = np.random.default_rng(cfg.seed)
+        frames: list[Atoms] = []
+        for atoms in self.run.starts():
+            frames.append(atoms)
+            frames += perturbed_copies(atoms, cfg.n_perturbed, cfg.position_sigma_A, cfg.cell_strain, rng)
+        summary = self._label(frames, out, self.run.data_dir / "init.extxyz")
+        if summary["n_labeled"] < 2:
+            raise EeltError(
+                f"init: only {summary['n_labeled']} of {len(frames)} initial frames could be labeled "
+                f"(first reason: {summary['failed'][0]['reason'] if summary['failed'] else 'none'})"
+            )
+        return summary
+
+    def init_train(self) -> dict[str, Any]:
+        out = self.run.init_dir("train")
+        if (done := self._done(out)) is not None:
+            return done
+        return self._train(out, init_dir=None, n_new=0)
+
+    # --- one iteration ----------------------------------------------------------------
+    def models_dir(self, iteration: int) -> Path:
+        """The ensemble that explores in ``iteration``: the latest one trained before it."""
+        for it in range(iteration - 1, -1, -1):
+            report = self.run.read_report(self.run.stage_dir(it, "train"))
+            if report is not None and report.get("models_dir"):
+                return self.run.root / report["models_dir"]
+        return self.run.init_dir("train")
+
+    def explore(self, slot: Slot) -> dict[str, Any]:
+        """Run every walker of the stage (start x temperature x repeat) through the executor."""
+        out = self.run.stage_dir(slot.iteration, "explore")
+        if (done := self._done(out)) is not None:
+            return done
+        from eelt.explore import walker_job
+
+        stage = self.config.explore.stages[slot.stage]
+        models = str(self.models_dir(slot.iteration))
+        seeds = np.random.SeedSequence([self.config.explore.seed, slot.iteration])
+        jobs = {}
+        starts = self.run.starts()
+        n_walkers = len(starts) * len(stage.temperatures_K) * stage.walkers_per_condition
+        for w, seed in zip(range(n_walkers), seeds.generate_state(n_walkers)):
+            s, rest = divmod(w, len(stage.temperatures_K) * stage.walkers_per_condition)
+            t = rest // stage.walkers_per_condition
+            name = f"w{w:03d}-s{s}-T{stage.temperatures_K[t]:g}"
+            future = self.executor.submit(
+                walker_job, models, starts[s], str(out / f"{name}.extxyz"), name,
+                temperature_K=stage.temperatures_K[t], timestep_fs=stage.timestep_fs,
+                n_steps=stage.n_steps, dump_interval=stage.dump_interval,
+                friction_per_fs=stage.friction_per_fs, seed=int(seed),
+                trust_hi_eV_per_A=self.config.examine.trust_hi_eV_per_A,
+                stop_after_failed_dumps=self.config.explore.stop_after_failed_dumps,
+                min_distance_fraction=self.config.explore.min_distance_fraction,
+            )
+            jobs[future] = name
+        walkers, failed = [], []
+        for future in as_completed(jobs):
+            try:
+                summary = future.result()
+            except Exception as err:  # a dead worker or a crashed walker: record, go on
+                failed.append({"walker": jobs[future], "reason": f"{type(err).__name__}: {err}"})
+                log.warning("walker %s failed: %s", jobs[future], failed[-1]["reason"])
+                continue
+            walkers.append({**vars(summary), "trajectory": str(Path(summary.trajectory).relative_to(self.run.root))})
+        if not walkers:
+            raise EeltError(f"explore: every walker of iteration {slot.iteration} failed: {failed[0]['reason']}")
+        walkers.sort(key=lambda w: w["walker"])
+        report = {
+            "stage": slot.stage, "stage_iteration": slot.stage_iteration,
+            "models_dir": str(Path(models).relative_to(self.run.root)),
+            "walkers": walkers, "failed": failed, "n_frames": sum(w["n_frames"] for w in walkers),
+        }
+        self.run.write_report(out, report)
+        return report
+
+    def examine(self, slot: Slot) -> dict[str, Any]:
+        """Split explored frames by trust level; select at most max_candidates diverse candidates."""
+        out = self.run.stage_dir(slot.iteration, "examine")
+        if (done := self._done(out)) is not None:
+            return done
+        from eelt.examine import TrustCounts, classify, deviation_histogram, select_candidates
+
+        cfg = self.config.examine
+        explored = self.run.read_report(self.run.stage_dir(slot.iteration, "explore"))
+        frames: list[Atoms] = []
+        for w in explored["walkers"]:
+            frames += ase.io.read(self.run.root / w["trajectory"], ":")
+        devi = np.array([a.info[keys.MAX_DEVI_F] for a in frames], dtype=float)
+        labels = classify(devi, cfg.trust_lo_eV_per_A, cfg.trust_hi_eV_per_A)
+        counts = TrustCounts.from_labels(labels)
+        rng = np.random.default_rng([cfg.seed, slot.iteration])
+        chosen = select_candidates(frames, np.flatnonzero(labels == 1), cfg.max_candidates, cfg.selection, rng)
+        candidates = [frames[i] for i in chosen]
+        atomic.write_frames(out / "candidates.extxyz", candidates)
+        deviation_histogram(devi, cfg.trust_lo_eV_per_A, cfg.trust_hi_eV_per_A, out / "deviation.png")
+        converged = counts.accurate_ratio >= cfg.converged_accurate_ratio
+        report = {
+            "stage": slot.stage, "stage_iteration": slot.stage_iteration,
+            **counts.to_dict(), "n_selected": len(candidates), "converged": bool(converged),
+            "max_devi_f_max": float(np.nanmax(devi)) if len(devi) else None,
+        }
+        log.info(
+            "iteration %d: accurate %.3f, candidate %.3f, failed %.3f, selected %d",
+            slot.iteration, counts.accurate_ratio, counts.candidate_ratio, counts.failed_ratio, len(candidates),
+        )
+        self.run.write_report(out, report)
+        return report
+
+    def label(self, slot: Slot) -> dict[str, Any]:
+        out = self.run.stage_dir(slot.iteration, "label")
+        if (done := self._done(out)) is not None:
+            return done
+        frames = ase.io.read(self.run.stage_dir(slot.iteration, "examine") / "candidates.extxyz", ":")
+        return self._label(frames, out, self.run.data_dir / f"iter-{slot.iteration:03d}.extxyz")
+
+    def train(self, slot: Slot) -> dict[str, Any]:
+        out = self.run.stage_dir(slot.iteration, "train")
+        if (done := self._done(out)) is not None:
+            return done
+        labeled = self.run.read_report(self.run.stage_dir(slot.iteration, "label"))
+        previous = self.models_dir(slot.iteration)
+        if labeled["n_labeled"] == 0:
+            report = {"models_dir": str(previous.relative_to(self.run.root)), "skipped": "no new labels"}
+            self.run.write_report(out, report)
+            return report
+        return self._train(out, init_dir=previous, n_new=labeled["n_labeled"])
+
+    # --- the schedule ---------------------------------------------------------------------
+    def finished_iterations(self) -> list[dict[str, Any]]:
+        """Examination reports of the iterations whose every needed stage is done."""
+        records, it = [], 0
+        while (exam := self.run.read_report(self.run.stage_dir(it, "examine"))) is not None:
+            if self._iteration_complete(it, exam):
+                records.append({"iteration": it, **exam})
+                it += 1
+            else:
+                break
+        return records
+
+    def _iteration_complete(self, it: int, exam: dict[str, Any]) -> bool:
+        if self._stops_after_examine(exam):
+            return True
+        return self.run.read_report(self.run.stage_dir(it, "train")) is not None
+
+    def _stops_after_examine(self, exam: dict[str, Any]) -> bool:
+        """The last stage converged: no need to label or train any more."""
+        return exam["converged"] and exam["stage"] == len(self.config.explore.stages) - 1
+
+    def next_slot(self) -> Slot | None:
+        records = self.finished_iterations()
+        stages = self.config.explore.stages
+        stage, count = schedule(stages, [(r["stage"], r["converged"]) for r in records])
+        if stage >= len(stages) or len(records) >= self.config.loop.max_iterations:
+            return None
+        return Slot(len(records), stage, count)
+
+    def iterate(self, slot: Slot, runner: StageRunner) -> dict[str, Any]:
+        explored = runner.stage("explore", lambda: self.explore(slot))
+        exam = runner.stage("examine", lambda: self.examine(slot))
+        record = {"iteration": slot.iteration, "explore": {"n_frames": explored["n_frames"]}, "examine": exam}
+        if self._stops_after_examine(exam):
+            return record
+        record["label"] = runner.stage("label", lambda: self.label(slot))
+        record["train"] = runner.stage("train", lambda: self.train(slot))
+        return record
+
+    def state(self) -> dict[str, Any]:
+        """The run's summary, derived from the stage reports (state.json is a view of them)."""
+        records = self.finished_iterations()
+        stages = self.config.explore.stages
+        stage, _ = schedule(stages, [(r["stage"], r["converged"]) for r in records])
+        history = []
+        for r in records:
+            it = r["iteration"]
+            lab = self.run.read_report(self.run.stage_dir(it, "label")) or {}
+            trn = self.run.read_report(self.run.stage_dir(it, "train")) or {}
+            history.append({
+                "iteration": it, "stage": r["stage"],
+                "n_explored": r["n_total"], "accurate_ratio": r["accurate_ratio"],
+                "candidate_ratio": r["candidate_ratio"], "failed_ratio": r["failed_ratio"],
+                "n_selected": r["n_selected"], "n_labeled": lab.get("n_labeled", 0),
+                "n_label_failed": lab.get("n_failed", 0), "converged": r["converged"],
+                "val_force_rmse_meV_per_A": trn.get("val_force_rmse_meV_per_A"),
+            })
+        if records and self._stops_after_examine(records[-1]):
+            status = "converged"
+        elif stage >= len(stages):
+            status = "stages exhausted"
+        elif len(records) >= self.config.loop.max_iterations:
+            status = "max iterations"
+        else:
+            status = "running"
+        init = self.run.read_report(self.run.init_dir("label")) or {}
+        return {
+            "name": self.config.name, "status": status, "iterations": history,
+            "n_init_labeled": init.get("n_labeled", 0),
+            "models_dir": str(self.models_dir(len(records)).relative_to(self.run.root)),
+        }
+
+
+def run_loop(loop: Loop, runner: StageRunner | None = None) -> dict[str, Any]:
+    """Run (or resume) the loop to the end; return the final state."""
+    runner = runner or DirectRunner()
+    runner.stage("init-label", loop.init_label)
+    runner.stage("init-train", loop.init_train)
+    loop.run.write_state(loop.state())
+    while (slot := loop.next_slot()) is not None:
+        runner.iteration(slot.iteration, lambda s=slot: loop.iterate(s, runner))
+        loop.run.write_state(loop.state())
+    state = loop.state()
+    loop.run.write_state(state)
+    log.info("run %s: %s; models in %s", state["name"], state["status"], state["models_dir"])
+    return state

@@ -1,0 +1,153 @@
+"""The run directory: the source of truth of a run, laid out as in DESIGN.md.
+
+A stage is finished when its ``report.json`` exists (written last, atomically); resume
+skips finished stages. Labeled data under ``data/`` is only ever added to, and every
+finished DFT job sits in ``labels/`` under its content hash.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import ase.io
+import yaml
+from ase import Atoms
+from ase.data import atomic_numbers
+
+from eelt import atomic
+from eelt.config import RunConfig, SystemConfig, parse_config
+from eelt.errors import EeltError
+
+STAGES = ("explore", "examine", "label", "train")
+CONFIG_FILE = "eelt.yaml"
+STATE_FILE = "state.json"
+STARTS_FILE = "starts.extxyz"
+REPORT = "report.json"
+
+
+def read_structures(system: SystemConfig, base_dir: Path) -> list[Atoms]:
+    """Read every start structure (any ase.io format, all frames of each file)."""
+    frames: list[Atoms] = []
+    for name in system.structures:
+        path = (base_dir / name).resolve()
+        if not path.is_file():
+            raise EeltError(f"system.structures: {name}: no such file (looked in {base_dir})")
+        try:
+            got = ase.io.read(path, ":")
+        except Exception as err:  # ase.io raises many kinds for unreadable files
+            raise EeltError(f"system.structures: {name}: cannot read ({type(err).__name__}: {err})") from None
+        if not got:
+            raise EeltError(f"system.structures: {name}: holds no structure")
+        for atoms in got:
+            atoms.calc = None
+        frames.extend(got)
+    return frames
+
+
+def resolve_type_map(config: RunConfig, starts: list[Atoms]) -> list[str]:
+    """The model's element order: the configured one, or the start elements by atomic number."""
+    present = sorted({s for a in starts for s in a.get_chemical_symbols()}, key=atomic_numbers.get)
+    if config.system.type_map is None:
+        return present
+    missing = [s for s in present if s not in config.system.type_map]
+    if missing:
+        raise EeltError(
+            f"system.type_map: {config.system.type_map} lacks {missing}, present in the structures"
+        )
+    return list(config.system.type_map)
+
+
+class RunDir:
+    """Paths and persisted records of one run."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # --- paths -------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / STATE_FILE
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def labels_dir(self) -> Path:
+        return self.root / "labels"
+
+    def init_dir(self, stage: str) -> Path:
+        return self.root / "init" / stage
+
+    def stage_dir(self, iteration: int, stage: str) -> Path:
+        return self.root / f"iter-{iteration:03d}" / stage
+
+    # --- creation and resume -------------------------------------------------------
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    def create(self, config: RunConfig, starts: list[Atoms]) -> None:
+        """Freeze the resolved config and the start structures."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic.write_frames(self.root / STARTS_FILE, starts)
+        atomic.write_text(self.config_path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+    def load_config(self) -> RunConfig:
+        return parse_config(yaml.safe_load(self.config_path.read_text()), str(self.config_path))
+
+    def check_compatible(self, config: RunConfig) -> None:
+        """Refuse to resume with a config whose science differs from the frozen one."""
+        frozen = self.load_config().science()
+        new = config.science()
+        diffs = sorted(_diff_keys(frozen, new))
+        if diffs:
+            raise EeltError(
+                f"{self.root}: the config differs from the one this run started with in "
+                f"{', '.join(diffs)}; only 'loop' and 'execution' may change on resume "
+                "(start a new run name to change the science)"
+            )
+
+    def update_resumable(self, config: RunConfig) -> None:
+        """Record the new loop/execution settings of a resumed run."""
+        atomic.write_text(self.config_path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+    def starts(self) -> list[Atoms]:
+        return ase.io.read(self.root / STARTS_FILE, ":")
+
+    # --- stage reports -------------------------------------------------------------
+    def report_path(self, directory: Path) -> Path:
+        return directory / REPORT
+
+    def read_report(self, directory: Path) -> dict[str, Any] | None:
+        path = directory / REPORT
+        return atomic.read_json(path) if path.is_file() else None
+
+    def write_report(self, directory: Path, report: dict[str, Any]) -> None:
+        atomic.write_json(directory / REPORT, report)
+
+    def data_files(self) -> list[Path]:
+        """Every labeled-data file, oldest first (init, then iterations)."""
+        files = [self.data_dir / "init.extxyz"] + sorted(self.data_dir.glob("iter-*.extxyz"))
+        return [f for f in files if f.is_file()]
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        atomic.write_json(self.state_path, state)
+
+    def read_state(self) -> dict[str, Any]:
+        if not self.state_path.is_file():
+            raise EeltError(f"{self.root}: not an eelt run directory (no {STATE_FILE})")
+        return atomic.read_json(self.state_path)
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
