@@ -82,6 +82,8 @@ def run(
     else:
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "eelt")
+        # the ephemeral server needs longer than Prefect's default on a busy 2-core machine
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
         from flows import eelt_run
 
         flow = eelt_run.with_options(flow_run_name=cfg.name)

@@ -198,7 +198,9 @@ class RunConfig(Section):
 
     def science(self) -> dict:
         """The part of the config a resumed run must not change (everything but execution)."""
-        return self.model_dump(mode="json", exclude={"execution", "loop"})
+        science = self.model_dump(mode="json", exclude={"execution", "loop"})
+        del science["system"]["structures"]  # paths; the run compares the structures themselves
+        return science
 
 
 class ConfigError(EeltError, ValueError):

@@ -79,7 +79,7 @@ def prepare_run(config: RunConfig, base_dir: Path, root: Path) -> RunDir:
         update={"system": config.system.model_copy(update={"type_map": resolve_type_map(config, starts)})}
     )
     if run.exists():
-        run.check_compatible(config)
+        run.check_compatible(config, starts)
         run.update_resumable(config)
         log.info("resuming run in %s", root)
     else:
@@ -231,7 +231,11 @@ class Loop:
                 failed.append({"walker": jobs[future], "reason": f"{type(err).__name__}: {err}"})
                 log.warning("walker %s failed: %s", jobs[future], failed[-1]["reason"])
                 continue
-            walkers.append({**vars(summary), "trajectory": str(Path(summary.trajectory).relative_to(self.run.root))})
+            record = summary.to_dict()
+            record["trajectory"] = str(Path(summary.trajectory).relative_to(self.run.root))
+            if not np.isfinite(record["max_devi_f_max"]):
+                record["max_devi_f_max"] = None
+            walkers.append(record)
         if not walkers:
             raise EeltError(f"explore: every walker of iteration {slot.iteration} failed: {failed[0]['reason']}")
         walkers.sort(key=lambda w: w["walker"])
@@ -249,12 +253,13 @@ class Loop:
         if (done := self._done(out)) is not None:
             return done
         from eelt.examine import TrustCounts, classify, deviation_histogram, select_candidates
+        from eelt.explore import read_trajectory
 
         cfg = self.config.examine
         explored = self.run.read_report(self.run.stage_dir(slot.iteration, "explore"))
         frames: list[Atoms] = []
         for w in explored["walkers"]:
-            frames += ase.io.read(self.run.root / w["trajectory"], ":")
+            frames += read_trajectory(self.run.root / w["trajectory"])
         devi = np.array([a.info[keys.MAX_DEVI_F] for a in frames], dtype=float)
         labels = classify(devi, cfg.trust_lo_eV_per_A, cfg.trust_hi_eV_per_A)
         counts = TrustCounts.from_labels(labels)
@@ -267,7 +272,7 @@ class Loop:
         report = {
             "stage": slot.stage, "stage_iteration": slot.stage_iteration,
             **counts.to_dict(), "n_selected": len(candidates), "converged": bool(converged),
-            "max_devi_f_max": float(np.nanmax(devi)) if len(devi) else None,
+            "max_devi_f_max": float(np.nanmax(devi)) if np.isfinite(devi).any() else None,
         }
         log.info(
             "iteration %d: accurate %.3f, candidate %.3f, failed %.3f, selected %d",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import ase.io
+import numpy as np
 import yaml
 from ase import Atoms
 from ase.data import atomic_numbers
@@ -100,11 +101,13 @@ class RunDir:
     def load_config(self) -> RunConfig:
         return parse_config(yaml.safe_load(self.config_path.read_text()), str(self.config_path))
 
-    def check_compatible(self, config: RunConfig) -> None:
-        """Refuse to resume with a config whose science differs from the frozen one."""
+    def check_compatible(self, config: RunConfig, starts: list[Atoms]) -> None:
+        """Refuse to resume with a config whose science (or start structures) differs from the frozen one."""
         frozen = self.load_config().science()
         new = config.science()
         diffs = sorted(_diff_keys(frozen, new))
+        if not _same_structures(self.starts(), starts):
+            diffs.append("system.structures (the structures themselves)")
         if diffs:
             raise EeltError(
                 f"{self.root}: the config differs from the one this run started with in "
@@ -142,6 +145,16 @@ class RunDir:
         if not self.state_path.is_file():
             raise EeltError(f"{self.root}: not an eelt run directory (no {STATE_FILE})")
         return atomic.read_json(self.state_path)
+
+
+def _same_structures(a: list[Atoms], b: list[Atoms]) -> bool:
+    return len(a) == len(b) and all(
+        len(x) == len(y)
+        and (x.numbers == y.numbers).all()
+        and np.allclose(x.positions, y.positions, atol=1e-6)
+        and np.allclose(x.cell[:], y.cell[:], atol=1e-6)
+        for x, y in zip(a, b)
+    )
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:

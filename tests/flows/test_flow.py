@@ -1,0 +1,37 @@
+"""The Prefect flow runs the loop once: iterations as subflows, artifacts for the UI."""
+
+import asyncio
+
+import yaml
+
+from tests.loop_config import cu_start, tiny_config
+
+
+def test_flow_runs_the_loop_and_publishes_artifacts(tmp_path, prefect_harness):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
+
+    from flows import eelt_run
+
+    cfg = tiny_config(cu_start(tmp_path), loop={"max_iterations": 1})
+    data = cfg.model_dump(mode="json")
+    data["system"]["structures"] = ["cu4.extxyz"]
+    config = tmp_path / "eelt.yaml"
+    config.write_text(yaml.safe_dump(data))
+
+    state = eelt_run.with_options(flow_run_name="cu-test")(str(config), str(tmp_path / "run"))
+    assert state["status"] == "max iterations"
+    assert (tmp_path / "run" / "iter-000" / "train" / "report.json").is_file()
+
+    async def query():
+        async with get_client() as client:
+            runs = await client.read_flow_runs(limit=50, sort=FlowRunSort.START_TIME_ASC)
+            artifacts = await client.read_artifacts(limit=50, sort=ArtifactSort.CREATED_DESC)
+            return runs, artifacts
+
+    runs, artifacts = asyncio.run(query())
+    by_name = {r.name: r for r in runs}
+    assert by_name["cu-test"].state.is_completed()
+    assert by_name["cu-test-iteration-000"].state.is_completed()
+    keys = {a.key for a in artifacts}
+    assert {"cu-test-iteration-000", "cu-test-history"} <= keys
