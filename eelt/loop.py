@@ -76,7 +76,11 @@ def prepare_run(config: RunConfig, base_dir: Path, root: Path) -> RunDir:
     run = RunDir(root)
     starts = read_structures(config.system, base_dir)
     config = config.model_copy(
-        update={"system": config.system.model_copy(update={"type_map": resolve_type_map(config, starts)})}
+        update={
+            "system": config.system.model_copy(
+                update={"type_map": resolve_type_map(config, starts)}
+            )
+        }
     )
     if run.exists():
         run.check_compatible(config, starts)
@@ -133,7 +137,7 @@ class Loop:
         return summary
 
     def _train(self, out_dir: Path, init_dir: Path | None, n_new: int) -> dict[str, Any]:
-        from eelt.train import train_ensemble
+        from eelt.train import TrainingDiverged, train_ensemble
 
         cfg = self.config.train
         data_files = self.run.data_files()
@@ -142,18 +146,31 @@ class Loop:
             cfg.warm_start == "always" or (cfg.warm_start == "auto" and n_new <= n_old)
         )
         t0 = time.perf_counter()
-        results = train_ensemble(
-            [str(f) for f in data_files], out_dir, cfg, self.type_map, self.executor,
-            init_dir=init_dir, warm=warm,
-        )
+        files = [str(f) for f in data_files]
+        try:
+            results = train_ensemble(
+                files, out_dir, cfg, self.type_map, self.executor, init_dir=init_dir, warm=warm
+            )
+        except TrainingDiverged as err:
+            if not warm:
+                raise EeltError(
+                    f"training diverged: {err}; lower train.start_lr or check the data"
+                ) from None
+            # finished members are kept; the diverged ones start again from scratch
+            log.warning("warm start diverged (%s); training those members from scratch", err)
+            results = train_ensemble(files, out_dir, cfg, self.type_map, self.executor)
         members = [r.to_dict() for r in results]
         summary = {
             "models_dir": str(out_dir.relative_to(self.run.root)),
             "warm_start": warm,
             "n_frames": n_old + n_new,
             "members": members,
-            "val_energy_rmse_meV_per_atom": float(np.mean([m["val_energy_rmse_meV_per_atom"] for m in members])),
-            "val_force_rmse_meV_per_A": float(np.mean([m["val_force_rmse_meV_per_A"] for m in members])),
+            "val_energy_rmse_meV_per_atom": float(
+                np.mean([m["val_energy_rmse_meV_per_atom"] for m in members])
+            ),
+            "val_force_rmse_meV_per_A": float(
+                np.mean([m["val_force_rmse_meV_per_A"] for m in members])
+            ),
             "wall_s": time.perf_counter() - t0,
         }
         self.run.write_report(out_dir, summary)
@@ -172,7 +189,9 @@ class Loop:
         frames: list[Atoms] = []
         for atoms in self.run.starts():
             frames.append(atoms)
-            frames += perturbed_copies(atoms, cfg.n_perturbed, cfg.position_sigma_A, cfg.cell_strain, rng)
+            frames += perturbed_copies(
+                atoms, cfg.n_perturbed, cfg.position_sigma_A, cfg.cell_strain, rng
+            )
         summary = self._label(frames, out, self.run.data_dir / "init.extxyz")
         if summary["n_labeled"] < 2:
             raise EeltError(
@@ -214,10 +233,17 @@ class Loop:
             t = rest // stage.walkers_per_condition
             name = f"w{w:03d}-s{s}-T{stage.temperatures_K[t]:g}"
             future = self.executor.submit(
-                walker_job, models, starts[s], str(out / f"{name}.extxyz"), name,
-                temperature_K=stage.temperatures_K[t], timestep_fs=stage.timestep_fs,
-                n_steps=stage.n_steps, dump_interval=stage.dump_interval,
-                friction_per_fs=stage.friction_per_fs, seed=int(seed),
+                walker_job,
+                models,
+                starts[s],
+                str(out / f"{name}.extxyz"),
+                name,
+                temperature_K=stage.temperatures_K[t],
+                timestep_fs=stage.timestep_fs,
+                n_steps=stage.n_steps,
+                dump_interval=stage.dump_interval,
+                friction_per_fs=stage.friction_per_fs,
+                seed=int(seed),
                 trust_hi_eV_per_A=self.config.examine.trust_hi_eV_per_A,
                 stop_after_failed_dumps=self.config.explore.stop_after_failed_dumps,
                 min_distance_fraction=self.config.explore.min_distance_fraction,
@@ -237,12 +263,17 @@ class Loop:
                 record["max_devi_f_max"] = None
             walkers.append(record)
         if not walkers:
-            raise EeltError(f"explore: every walker of iteration {slot.iteration} failed: {failed[0]['reason']}")
+            raise EeltError(
+                f"explore: every walker of iteration {slot.iteration} failed: {failed[0]['reason']}"
+            )
         walkers.sort(key=lambda w: w["walker"])
         report = {
-            "stage": slot.stage, "stage_iteration": slot.stage_iteration,
+            "stage": slot.stage,
+            "stage_iteration": slot.stage_iteration,
             "models_dir": str(Path(models).relative_to(self.run.root)),
-            "walkers": walkers, "failed": failed, "n_frames": sum(w["n_frames"] for w in walkers),
+            "walkers": walkers,
+            "failed": failed,
+            "n_frames": sum(w["n_frames"] for w in walkers),
         }
         self.run.write_report(out, report)
         return report
@@ -264,19 +295,30 @@ class Loop:
         labels = classify(devi, cfg.trust_lo_eV_per_A, cfg.trust_hi_eV_per_A)
         counts = TrustCounts.from_labels(labels)
         rng = np.random.default_rng([cfg.seed, slot.iteration])
-        chosen = select_candidates(frames, np.flatnonzero(labels == 1), cfg.max_candidates, cfg.selection, rng)
+        chosen = select_candidates(
+            frames, np.flatnonzero(labels == 1), cfg.max_candidates, cfg.selection, rng
+        )
         candidates = [frames[i] for i in chosen]
         atomic.write_frames(out / "candidates.extxyz", candidates)
-        deviation_histogram(devi, cfg.trust_lo_eV_per_A, cfg.trust_hi_eV_per_A, out / "deviation.png")
+        deviation_histogram(
+            devi, cfg.trust_lo_eV_per_A, cfg.trust_hi_eV_per_A, out / "deviation.png"
+        )
         converged = counts.accurate_ratio >= cfg.converged_accurate_ratio
         report = {
-            "stage": slot.stage, "stage_iteration": slot.stage_iteration,
-            **counts.to_dict(), "n_selected": len(candidates), "converged": bool(converged),
+            "stage": slot.stage,
+            "stage_iteration": slot.stage_iteration,
+            **counts.to_dict(),
+            "n_selected": len(candidates),
+            "converged": bool(converged),
             "max_devi_f_max": float(np.nanmax(devi)) if np.isfinite(devi).any() else None,
         }
         log.info(
             "iteration %d: accurate %.3f, candidate %.3f, failed %.3f, selected %d",
-            slot.iteration, counts.accurate_ratio, counts.candidate_ratio, counts.failed_ratio, len(candidates),
+            slot.iteration,
+            counts.accurate_ratio,
+            counts.candidate_ratio,
+            counts.failed_ratio,
+            len(candidates),
         )
         self.run.write_report(out, report)
         return report
@@ -285,7 +327,9 @@ class Loop:
         out = self.run.stage_dir(slot.iteration, "label")
         if (done := self._done(out)) is not None:
             return done
-        frames = ase.io.read(self.run.stage_dir(slot.iteration, "examine") / "candidates.extxyz", ":")
+        frames = ase.io.read(
+            self.run.stage_dir(slot.iteration, "examine") / "candidates.extxyz", ":"
+        )
         return self._label(frames, out, self.run.data_dir / f"iter-{slot.iteration:03d}.extxyz")
 
     def train(self, slot: Slot) -> dict[str, Any]:
@@ -295,7 +339,10 @@ class Loop:
         labeled = self.run.read_report(self.run.stage_dir(slot.iteration, "label"))
         previous = self.models_dir(slot.iteration)
         if labeled["n_labeled"] == 0:
-            report = {"models_dir": str(previous.relative_to(self.run.root)), "skipped": "no new labels"}
+            report = {
+                "models_dir": str(previous.relative_to(self.run.root)),
+                "skipped": "no new labels",
+            }
             self.run.write_report(out, report)
             return report
         return self._train(out, init_dir=previous, n_new=labeled["n_labeled"])
@@ -332,7 +379,11 @@ class Loop:
     def iterate(self, slot: Slot, runner: StageRunner) -> dict[str, Any]:
         explored = runner.stage("explore", lambda: self.explore(slot))
         exam = runner.stage("examine", lambda: self.examine(slot))
-        record = {"iteration": slot.iteration, "explore": {"n_frames": explored["n_frames"]}, "examine": exam}
+        record = {
+            "iteration": slot.iteration,
+            "explore": {"n_frames": explored["n_frames"]},
+            "examine": exam,
+        }
         if self._stops_after_examine(exam):
             return record
         record["label"] = runner.stage("label", lambda: self.label(slot))
@@ -349,14 +400,21 @@ class Loop:
             it = r["iteration"]
             lab = self.run.read_report(self.run.stage_dir(it, "label")) or {}
             trn = self.run.read_report(self.run.stage_dir(it, "train")) or {}
-            history.append({
-                "iteration": it, "stage": r["stage"],
-                "n_explored": r["n_total"], "accurate_ratio": r["accurate_ratio"],
-                "candidate_ratio": r["candidate_ratio"], "failed_ratio": r["failed_ratio"],
-                "n_selected": r["n_selected"], "n_labeled": lab.get("n_labeled", 0),
-                "n_label_failed": lab.get("n_failed", 0), "converged": r["converged"],
-                "val_force_rmse_meV_per_A": trn.get("val_force_rmse_meV_per_A"),
-            })
+            history.append(
+                {
+                    "iteration": it,
+                    "stage": r["stage"],
+                    "n_explored": r["n_total"],
+                    "accurate_ratio": r["accurate_ratio"],
+                    "candidate_ratio": r["candidate_ratio"],
+                    "failed_ratio": r["failed_ratio"],
+                    "n_selected": r["n_selected"],
+                    "n_labeled": lab.get("n_labeled", 0),
+                    "n_label_failed": lab.get("n_failed", 0),
+                    "converged": r["converged"],
+                    "val_force_rmse_meV_per_A": trn.get("val_force_rmse_meV_per_A"),
+                }
+            )
         if records and self._stops_after_examine(records[-1]):
             status = "converged"
         elif stage >= len(stages):
@@ -367,7 +425,9 @@ class Loop:
             status = "running"
         init = self.run.read_report(self.run.init_dir("label")) or {}
         return {
-            "name": self.config.name, "status": status, "iterations": history,
+            "name": self.config.name,
+            "status": status,
+            "iterations": history,
             "n_init_labeled": init.get("n_labeled", 0),
             "models_dir": str(self.models_dir(len(records)).relative_to(self.run.root)),
         }

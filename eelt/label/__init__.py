@@ -1,0 +1,40 @@
+"""Labeling: reference energies and forces (PySCF DFT, or EMT for tests) for selected frames.
+
+Jobs run over a ``concurrent.futures.Executor``; each finished label is stored at once under the
+content hash of (numbers, positions, cell, pbc, labeler settings), so no DFT job runs twice.
+"""
+
+from __future__ import annotations
+
+from eelt.config import EMTLabelConfig, PySCFLabelConfig
+from eelt.label.base import Labeler, LabelError
+from eelt.label.dispatch import LABEL_HASH, LabelReport, frame_hash, label_frames
+from eelt.label.emt import EMTLabeler
+from eelt.label.pyscf_labeler import PySCFLabeler
+
+LABELERS: dict[str, type] = {"pyscf": PySCFLabeler, "emt": EMTLabeler}
+
+
+def make_labeler(cfg: PySCFLabelConfig | EMTLabelConfig) -> Labeler:
+    """Build the labeler that a ``label`` config section describes (picked by its ``kind``)."""
+    try:
+        cls = LABELERS[cfg.kind]
+    except KeyError:
+        raise ValueError(
+            f"label.kind: got {cfg.kind!r}; expected one of {sorted(LABELERS)}"
+        ) from None
+    return cls(**cfg.model_dump(exclude={"kind"}))
+
+
+__all__ = [
+    "LABELERS",
+    "LABEL_HASH",
+    "EMTLabeler",
+    "LabelError",
+    "LabelReport",
+    "Labeler",
+    "PySCFLabeler",
+    "frame_hash",
+    "label_frames",
+    "make_labeler",
+]

@@ -1,0 +1,33 @@
+"""What a labeler is: a picklable callable that puts a reference energy and forces on a frame."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from ase import Atoms
+
+
+class LabelError(RuntimeError):
+    """A frame that could not be labeled; the message is one line naming the reason."""
+
+
+@runtime_checkable
+class Labeler(Protocol):
+    """Reference method for frames (DFT, or EMT in tests); instances must be picklable for Dask."""
+
+    name: str
+
+    def settings(self) -> dict:
+        """JSON-able description of everything that changes the numbers (part of the label hash)."""
+        ...
+
+    def __call__(self, atoms: Atoms) -> Atoms:
+        """A new Atoms (same order) with a SinglePointCalculator: energy (eV), forces (eV/Angstrom),
+        [stress (eV/Angstrom^3) for periodic frames]; raises LabelError on failure."""
+        ...
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """Collapse a (possibly multi-line) message to one line of at most ``limit`` characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -1,0 +1,59 @@
+"""Member-stacked MLPs: K networks of one shape evaluated together with batched matmuls.
+
+Layers use tanh with DeePMD's residual rule: y = x + tanh(Wx + b) when the width stays,
+y = cat(x, x) + tanh(Wx + b) when it doubles, y = tanh(Wx + b) otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class StackedMLP(nn.Module):
+    """K MLPs of widths ``widths`` (input first); ``linear_out`` adds a final linear layer to 1."""
+
+    def __init__(
+        self,
+        widths: Sequence[int],
+        n_members: int,
+        linear_out: bool,
+        dtype: torch.dtype,
+        generator: torch.Generator | None,
+    ) -> None:
+        super().__init__()
+        dims = list(widths) + ([1] if linear_out else [])
+        self.linear_out = linear_out
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for n_in, n_out in zip(dims[:-1], dims[1:], strict=True):
+            weight = torch.empty(n_members, n_in, n_out, dtype=torch.float64)
+            bias = torch.zeros(n_members, 1, n_out, dtype=torch.float64)
+            if generator is not None:
+                weight.normal_(0.0, (n_in + n_out) ** -0.5, generator=generator)
+                if n_out != 1:
+                    bias.normal_(0.0, 1.0, generator=generator)
+            self.weights.append(nn.Parameter(weight.to(dtype)))
+            self.biases.append(nn.Parameter(bias.to(dtype)))
+
+    def forward(self, x: torch.Tensor, members: slice = slice(None)) -> torch.Tensor:
+        """(k, M, n_in) -> (k, M, n_out) for the k members selected by ``members``."""
+        n_layers = len(self.weights)
+        every = members == slice(None)
+        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            if not every:
+                weight, bias = weight[members], bias[members]
+            y = torch.baddbmm(bias, x, weight)
+            if self.linear_out and layer == n_layers - 1:
+                return y
+            y = torch.tanh(y)
+            n_in, n_out = weight.shape[1], weight.shape[2]
+            if n_out == n_in:
+                x = x + y
+            elif n_out == 2 * n_in:  # cat(x, x) + y without materialising cat(x, x)
+                x = (y.unflatten(-1, (2, n_in)) + x.unsqueeze(-2)).flatten(-2)
+            else:
+                x = y
+        return x

@@ -1,0 +1,192 @@
+"""K DeepPot-SE models of one architecture, weights stacked on a leading member axis.
+
+One DeepPot is a stack of one; an Ensemble is a stack of K. Both run this code, so an
+ensemble shares the batch, neighbor list and pair geometry and runs its nets as batched
+matmuls. Forces and virials come from one backward pass with respect to the pair vectors,
+which are a separate leaf per member (member k's energy depends only on copy k).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+
+import torch
+from ase.data import atomic_numbers
+from torch import nn
+
+from eelt.model.descriptor import se_e2_a
+from eelt.model.neighbors import Batch
+from eelt.model.networks import StackedMLP
+
+PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
+STAT_NAMES = ("s_mean", "s_std", "a_std", "n_norm")
+
+
+def check_architecture(
+    type_map: Sequence[str],
+    rcut_A: float,
+    rcut_smth_A: float,
+    embedding_widths: Sequence[int],
+    axis_neuron: int,
+    fitting_widths: Sequence[int],
+) -> None:
+    """ValueError naming the first bad hyper-parameter."""
+    if not type_map:
+        raise ValueError("type_map is empty")
+    unknown = [s for s in type_map if s not in atomic_numbers or s == "X"]
+    if unknown:
+        raise ValueError(f"type_map {list(type_map)} has unknown element symbols {unknown}")
+    if len(set(type_map)) != len(type_map):
+        raise ValueError(f"type_map {list(type_map)} repeats an element")
+    if not 0 <= rcut_smth_A < rcut_A:
+        raise ValueError(f"need 0 <= rcut_smth_A ({rcut_smth_A}) < rcut_A ({rcut_A})")
+    for name, widths in (
+        ("embedding_widths", embedding_widths),
+        ("fitting_widths", fitting_widths),
+    ):
+        if not widths or min(widths) < 1:
+            raise ValueError(f"{name} must be a non-empty list of positive ints, got {widths}")
+    if not 1 <= axis_neuron <= embedding_widths[-1]:
+        raise ValueError(
+            f"axis_neuron ({axis_neuron}) must be in 1..{embedding_widths[-1]} "
+            "(the last embedding width)"
+        )
+
+
+class MemberStack(nn.Module):
+    """K DeepPot-SE (se_e2_a) models evaluated together; outputs carry a leading member axis."""
+
+    def __init__(
+        self,
+        n_members: int,
+        type_map: Sequence[str],
+        rcut_A: float,
+        rcut_smth_A: float,
+        embedding_widths: Sequence[int],
+        axis_neuron: int,
+        fitting_widths: Sequence[int],
+        dtype: torch.dtype,
+        generator: torch.Generator | None,
+    ) -> None:
+        super().__init__()
+        check_architecture(
+            type_map, rcut_A, rcut_smth_A, embedding_widths, axis_neuron, fitting_widths
+        )
+        self.type_map = list(type_map)
+        self.rcut_A = float(rcut_A)
+        self.rcut_smth_A = float(rcut_smth_A)
+        self.axis_neuron = int(axis_neuron)
+        n_types = len(type_map)
+        self.embedding = nn.ModuleList(
+            StackedMLP([1, *embedding_widths], n_members, False, dtype, generator)
+            for _ in range(n_types**2)
+        )
+        n_descriptor = embedding_widths[-1] * axis_neuron
+        self.fitting = nn.ModuleList(
+            StackedMLP([n_descriptor, *fitting_widths], n_members, True, dtype, generator)
+            for _ in range(n_types)
+        )
+        shape = (n_members, n_types)
+        self.register_buffer("s_mean", torch.zeros(shape, dtype=dtype))
+        self.register_buffer("s_std", torch.ones(shape, dtype=dtype))
+        self.register_buffer("a_std", torch.ones(shape, dtype=dtype))
+        self.register_buffer("n_norm", torch.ones(shape, dtype=dtype))
+        self.register_buffer("energy_shift", torch.zeros(shape, dtype=dtype))
+
+    @property
+    def n_members(self) -> int:
+        return self.energy_shift.shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.energy_shift.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.energy_shift.device
+
+    def _atom_energies(
+        self, descriptors: list[tuple[int, torch.Tensor]], batch: Batch, members: slice
+    ) -> torch.Tensor:
+        """Per-element descriptors -> (K, N) atomic energies in eV, per-element shift included."""
+        parts = [self.fitting[t](d, members).squeeze(-1) for t, d in descriptors]
+        energy = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        if not batch.centers_sorted:
+            energy = energy.index_select(1, batch.center_inverse)
+        return energy + self.energy_shift[members][:, batch.types]
+
+    def evaluate(
+        self,
+        batch: Batch,
+        forces: bool,
+        virial: bool,
+        create_graph: bool,
+        members: slice = slice(None),
+    ) -> dict[str, torch.Tensor]:
+        """energy (K, F) eV, atom_energy (K, N); forces (K, N, 3) eV/A; virial (K, F, 3, 3) eV.
+
+        K counts the members selected by ``members``.
+        """
+        n_members, n_atoms = len(range(self.n_members)[members]), batch.n_atoms
+        if batch.positions.dtype != self.dtype:
+            raise ValueError(f"batch is {batch.positions.dtype}, model is {self.dtype}: collate")
+        if len(batch.type_counts) > len(self.type_map):
+            raise ValueError(
+                f"batch has atom types up to {len(batch.type_counts) - 1}, "
+                f"model type_map {self.type_map} has {len(self.type_map)} elements"
+            )
+        slot_frame = batch.frame_index[batch.nbr_i]
+        pos = batch.positions.detach()
+        cell_shift = torch.bmm(batch.nbr_shift.unsqueeze(1), batch.cell[slot_frame]).squeeze(1)
+        r = pos[batch.nbr_j] - pos[batch.nbr_i] + cell_shift
+        padding = r.new_tensor([self.rcut_A + 1.0, 0.0, 0.0])  # beyond rcut: contributes 0
+        r = torch.where(batch.nbr_mask.unsqueeze(-1), r, padding).expand(n_members, -1, -1)
+        grads = forces or virial
+        grad_outside = torch.is_grad_enabled()
+        with torch.enable_grad() if grads else nullcontext():
+            if grads:
+                r = r.clone().requires_grad_(True)
+            stats = {name: getattr(self, name)[members] for name in STAT_NAMES}
+            descriptors = se_e2_a(
+                r,
+                batch,
+                self.embedding,
+                members,
+                stats,
+                self.rcut_smth_A,
+                self.rcut_A,
+                self.axis_neuron,
+            )
+            atom_energy = self._atom_energies(descriptors, batch, members)
+            energy = atom_energy.new_zeros(n_members, batch.n_frames)
+            energy = energy.index_add(1, batch.frame_index, atom_energy)
+        out = {"energy": energy, "atom_energy": atom_energy}
+        if not grads:
+            return out
+        g = None
+        if energy.requires_grad:
+            keep = create_graph or (
+                grad_outside and any(p.requires_grad for p in self.parameters())
+            )
+            with torch.enable_grad():
+                (g,) = torch.autograd.grad(
+                    energy.sum(), r, create_graph=create_graph, retain_graph=keep, allow_unused=True
+                )
+        if g is None:
+            g = torch.zeros_like(r)
+        if not grad_outside:
+            out = {key: value.detach() for key, value in out.items()}
+        if forces:
+            f = r.new_zeros(n_members, n_atoms, 3).index_add(1, batch.nbr_i, g)
+            out["forces"] = f.index_add(1, batch.nbr_j, -g)
+        if virial:
+            rg = (r.unsqueeze(-1) * g.unsqueeze(-2)).flatten(-2)
+            w = r.new_zeros(n_members, batch.n_frames, 9).index_add(1, slot_frame, -rg)
+            out["virial"] = w.view(n_members, batch.n_frames, 3, 3)
+        if not create_graph:
+            out = {
+                key: value.detach() if key in ("forces", "virial") else value
+                for key, value in out.items()
+            }
+        return out

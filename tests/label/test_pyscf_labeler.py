@@ -1,0 +1,192 @@
+"""PySCF labeler: a direct PySCF call, a recorded value, finite differences, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.units import Bohr, Hartree
+from pyscf import dft, gto, lib
+
+from eelt.label import LabelError, PySCFLabeler, frame_hash
+from eelt.label.pyscf_labeler import gpu_available
+
+# PBE/def2-SVP total energy of WATER (Hartree), obtained with PySCF 2.14 directly:
+# gto.M(atom=WATER, unit="Angstrom", basis="def2-svp", verbose=0); dft.RKS(mol), xc="pbe",
+# grids.level=3, conv_tol=1e-9; mf.kernel() -> -76.27200096169335
+WATER_PBE_DEF2SVP_HA = -76.27200096169335
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_openmp_thread():
+    """Tiny molecules gain nothing from threads, and busy cores make OpenMP spin (10x slower)."""
+    previous = lib.num_threads()
+    lib.num_threads(1)
+    yield
+    lib.num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def water() -> Atoms:
+    return Atoms(
+        "OH2", positions=[(0.0, 0.0, 0.1173), (0.0, 0.7572, -0.4692), (0.0, -0.7572, -0.4692)]
+    )
+
+
+@pytest.fixture
+def distorted_water(water) -> Atoms:
+    atoms = water.copy()
+    atoms.positions += [(0.02, -0.03, 0.01), (0.05, 0.0, 0.03), (0.0, 0.04, -0.06)]
+    return atoms
+
+
+def direct_pyscf(atoms: Atoms, xc: str, basis: str, spin: int = 0, grid_level: int = 3):
+    """Energy (eV) and forces (eV/Angstrom) straight from PySCF, as a user would write it."""
+    mol = gto.M(
+        atom=[
+            (s, tuple(p))
+            for s, p in zip(atoms.get_chemical_symbols(), atoms.positions, strict=True)
+        ],
+        unit="Angstrom",
+        basis=basis,
+        spin=spin,
+        verbose=0,
+    )
+    mf = dft.RKS(mol) if spin == 0 else dft.UKS(mol)
+    mf.xc = xc
+    mf.grids.level = grid_level
+    mf.conv_tol = 1e-9
+    energy = mf.kernel()
+    assert mf.converged
+    grad = mf.nuc_grad_method().kernel()
+    return energy * Hartree, -grad * Hartree / Bohr
+
+
+@pytest.fixture(scope="module")
+def labeled_water(water) -> Atoms:
+    return PySCFLabeler(device="cpu")(water)
+
+
+def test_matches_direct_pyscf(water, labeled_water):
+    energy, forces = direct_pyscf(water, "pbe", "def2-svp")
+    assert labeled_water is not water and water.calc is None
+    np.testing.assert_array_equal(labeled_water.positions, water.positions)
+    assert labeled_water.get_chemical_symbols() == ["O", "H", "H"]
+    assert abs(labeled_water.get_potential_energy() - energy) < 1e-8
+    np.testing.assert_allclose(labeled_water.get_forces(), forces, rtol=0, atol=1e-6)
+    # O is pulled towards the H atoms (+z is away from them here), and forces sum to ~zero
+    assert np.abs(labeled_water.get_forces()).max() > 0.1
+    np.testing.assert_allclose(labeled_water.get_forces().sum(axis=0), 0.0, atol=1e-3)
+
+
+def test_known_value(labeled_water):
+    assert abs(labeled_water.get_potential_energy() / Hartree - WATER_PBE_DEF2SVP_HA) < 1e-5
+
+
+def directional_derivative_check(labeler: PySCFLabeler, atoms: Atoms, n_directions: int) -> None:
+    """-dE/ds along random unit displacements (central differences) equals forces . direction."""
+    step_A = 5e-4
+    analytic = labeler(atoms).get_forces()
+    assert np.abs(analytic).max() > 0.1
+    rng = np.random.default_rng(7)
+    for _ in range(n_directions):
+        direction = rng.normal(size=(len(atoms), 3))
+        direction /= np.linalg.norm(direction)
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions += step_A * direction
+        minus.positions -= step_A * direction
+        numeric = -(labeler(plus).get_potential_energy() - labeler(minus).get_potential_energy())
+        numeric /= 2 * step_A
+        assert abs(numeric - np.sum(analytic * direction)) < 1e-4
+
+
+def test_forces_are_minus_energy_gradient_rks(distorted_water):
+    # Hartree-Fock: no DFT grid, so the analytic gradient is the exact derivative of the energy
+    labeler = PySCFLabeler(xc="hf", basis="sto-3g", conv_tol=1e-12, device="cpu")
+    directional_derivative_check(labeler, distorted_water, n_directions=3)
+
+
+def test_forces_are_minus_energy_gradient_uks():
+    oh = Atoms("OH", positions=[(0.0, 0.0, 0.0), (0.1, 0.0, 1.05)])
+    labeler = PySCFLabeler(xc="hf", basis="sto-3g", spin=1, conv_tol=1e-12, device="cpu")
+    directional_derivative_check(labeler, oh, n_directions=2)
+
+
+def test_density_fitting_is_close_to_exact(distorted_water):
+    exact = PySCFLabeler(xc="hf", basis="sto-3g", device="cpu")(distorted_water)
+    fitted = PySCFLabeler(xc="hf", basis="sto-3g", density_fit=True, device="cpu")(distorted_water)
+    difference_eV = abs(fitted.get_potential_energy() - exact.get_potential_energy())
+    assert 0 < difference_eV < 5e-2
+    np.testing.assert_allclose(fitted.get_forces(), exact.get_forces(), atol=5e-2)
+
+
+def assert_one_line_label_error(labeler: PySCFLabeler, atoms: Atoms, *fragments: str) -> None:
+    with pytest.raises(LabelError) as info:
+        labeler(atoms)
+    message = str(info.value)
+    assert "\n" not in message and message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_unconverged_scf_is_an_error(distorted_water):
+    labeler = PySCFLabeler(basis="sto-3g", max_cycle=1, device="cpu")
+    assert_one_line_label_error(labeler, distorted_water, "not converged", "max_cycle=1", "RKS pbe")
+
+
+def test_periodic_frame_is_an_error(water):
+    atoms = water.copy()
+    atoms.cell = [8.0, 8.0, 8.0]
+    atoms.pbc = [True, True, False]
+    assert_one_line_label_error(PySCFLabeler(device="cpu"), atoms, "molecules only", "periodic")
+
+
+def test_odd_electron_count_with_spin_zero_is_an_error():
+    oh = Atoms("OH", positions=[(0.0, 0.0, 0.0), (0.0, 0.0, 0.97)])
+    assert_one_line_label_error(PySCFLabeler(device="cpu"), oh, "Electron number 9", "spin 0")
+    cation = PySCFLabeler(xc="hf", basis="sto-3g", charge=1, device="cpu")(oh)  # 8 electrons: fine
+    assert np.isfinite(cation.get_potential_energy())
+
+
+@pytest.mark.filterwarnings("ignore:Basis may be available")
+def test_element_without_basis_is_an_error():
+    atoms = Atoms("UH", positions=[(0.0, 0.0, 0.0), (0.0, 0.0, 2.0)])
+    labeler = PySCFLabeler(basis="sto-3g", spin=1, device="cpu")
+    assert_one_line_label_error(labeler, atoms, "U", "sto-3g")
+
+
+def test_unknown_functional_is_an_error(distorted_water):
+    labeler = PySCFLabeler(xc="not-a-functional", basis="sto-3g", device="cpu")
+    assert_one_line_label_error(labeler, distorted_water, "RKS not-a-functional/sto-3g failed")
+
+
+def test_gpu_device(distorted_water):
+    labeler = PySCFLabeler(basis="sto-3g", device="gpu")
+    if gpu_available():
+        cpu = PySCFLabeler(basis="sto-3g", device="cpu")(distorted_water)
+        gpu = labeler(distorted_water)
+        assert abs(gpu.get_potential_energy() - cpu.get_potential_energy()) < 1e-5
+    else:
+        assert_one_line_label_error(labeler, distorted_water, "gpu4pyscf")
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="device"):
+        PySCFLabeler(device="tpu")
+    with pytest.raises(ValueError, match="spin"):
+        PySCFLabeler(spin=-1)
+
+
+def test_settings_hash_physics_not_device(water):
+    base = frame_hash(water, PySCFLabeler().settings())
+    assert frame_hash(water, PySCFLabeler(device="cpu").settings()) == base
+    for changed in (
+        PySCFLabeler(basis="sto-3g"),
+        PySCFLabeler(xc="b3lyp"),
+        PySCFLabeler(charge=1),
+        PySCFLabeler(spin=2),
+        PySCFLabeler(conv_tol=1e-8),
+        PySCFLabeler(grid_level=4),
+        PySCFLabeler(density_fit=True),
+    ):
+        assert frame_hash(water, changed.settings()) != base, changed
