@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 import yaml
@@ -35,6 +35,9 @@ def _setup_logging(quiet: bool) -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
     logger.propagate = False
+    # Dask's connection chatter is not the user's business
+    for name in ("distributed", "dask"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -64,7 +67,7 @@ def validate(config: Annotated[Path, typer.Argument(help="run config (YAML)")]) 
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="run config (YAML)")],
-    run_dir: Annotated[Optional[Path], typer.Option(help="run directory (default: runs/NAME)")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="run directory (default: runs/NAME)")] = None,
     fresh: Annotated[bool, typer.Option(help="refuse to resume an existing run directory")] = False,
     plain: Annotated[bool, typer.Option(help="run without Prefect (no flow runs, no UI)")] = False,
     quiet: Annotated[bool, typer.Option(help="only warnings and errors")] = False,
@@ -102,13 +105,27 @@ def _run_plain(cfg, base_dir: Path, root: Path) -> dict:
 
 def _print_status(state: dict) -> None:
     table = Table(title=f"eelt run {state['name']}: {state['status']}")
-    for col in ("iter", "stage", "explored", "accurate", "candidate", "failed", "labeled", "val F RMSE meV/A"):
+    for col in (
+        "iter",
+        "stage",
+        "explored",
+        "accurate",
+        "candidate",
+        "failed",
+        "labeled",
+        "val F RMSE meV/A",
+    ):
         table.add_column(col, justify="right")
     for h in state["iterations"]:
         rmse = h["val_force_rmse_meV_per_A"]
         table.add_row(
-            str(h["iteration"]), str(h["stage"]), str(h["n_explored"]), f"{h['accurate_ratio']:.3f}",
-            f"{h['candidate_ratio']:.3f}", f"{h['failed_ratio']:.3f}", str(h["n_labeled"]),
+            str(h["iteration"]),
+            str(h["stage"]),
+            str(h["n_explored"]),
+            f"{h['accurate_ratio']:.3f}",
+            f"{h['candidate_ratio']:.3f}",
+            f"{h['failed_ratio']:.3f}",
+            str(h["n_labeled"]),
             "-" if rmse is None else f"{rmse:.1f}",
         )
     out.print(table)
@@ -168,7 +185,9 @@ def _evaluate(model: Path, data: Path) -> dict:
 def train(
     data: Annotated[Path, typer.Option(help="extxyz with energies and forces")],
     out_dir: Annotated[Path, typer.Option("--out", help="directory for model-*.pt")],
-    config: Annotated[Optional[Path], typer.Option(help="YAML with a 'train' section (and 'execution')")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML with a 'train' section (and 'execution')")
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="only warnings and errors")] = False,
 ) -> None:
     """Train an ensemble on a labeled dataset, outside the loop."""

@@ -67,7 +67,8 @@ class ExploreConfig(Section):
         default=20, description="a walker stops after this many dumps in a row above trust_hi"
     )
     min_distance_fraction: Annotated[float, Field(ge=0, lt=1)] = Field(
-        default=0.5, description="a walker stops when two atoms come closer than this x covalent radii sum"
+        default=0.5,
+        description="a walker stops when two atoms come closer than this x covalent radii sum",
     )
 
 
@@ -126,7 +127,9 @@ class ModelConfig(Section):
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
         if self.rcut_smth_A >= self.rcut_A:
-            raise ValueError(f"rcut_smth_A ({self.rcut_smth_A}) must be below rcut_A ({self.rcut_A})")
+            raise ValueError(
+                f"rcut_smth_A ({self.rcut_smth_A}) must be below rcut_A ({self.rcut_A})"
+            )
         if self.axis_neuron > self.embedding_widths[-1]:
             raise ValueError(
                 f"axis_neuron ({self.axis_neuron}) must not exceed the last embedding width "
@@ -142,7 +145,7 @@ class TrainConfig(Section):
     model: ModelConfig = ModelConfig()
     steps: PositiveInt = 2000
     batch_size: PositiveInt = 4
-    start_lr: PositiveFloat = 1e-3
+    start_lr: PositiveFloat = 5e-4  # 1e-3 (DeePMD's) collapsed default-size nets on water here
     stop_lr: PositiveFloat = 1e-5
     start_pref_e: Annotated[float, Field(ge=0)] = 0.02
     limit_pref_e: Annotated[float, Field(ge=0)] = 1.0
@@ -153,7 +156,7 @@ class TrainConfig(Section):
     validation_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
     warm_start: Literal["always", "never", "auto"] = "always"
     warm_steps: PositiveInt = 1000
-    warm_start_lr: PositiveFloat = 3e-4
+    warm_start_lr: PositiveFloat = 1e-4
     seed: int = 0
 
     @model_validator(mode="after")
@@ -230,7 +233,9 @@ def _describe(err: ValidationError) -> str:
 def parse_config(data: dict, source: str = "config") -> RunConfig:
     """Validate a config dict; raise ConfigError naming every bad field."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: expected a mapping at the top level, got {type(data).__name__}"
+        )
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
@@ -254,4 +259,6 @@ def parse_section(model: type[Section], data: dict, name: str) -> Section:
     try:
         return model.model_validate(data or {})
     except ValidationError as err:
-        raise ConfigError("\n".join(f"{name}.{line}" for line in _describe(err).splitlines())) from None
+        raise ConfigError(
+            "\n".join(f"{name}.{line}" for line in _describe(err).splitlines())
+        ) from None

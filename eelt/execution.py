@@ -87,7 +87,9 @@ def open_executor(cfg: ExecutionConfig, log_dir: Path | None = None) -> Iterator
         if cfg.kind != "local":
             cluster.scale(jobs=cfg.n_workers)
         with Client(cluster) as client:
-            log.info("Dask scheduler %s, dashboard %s", client.scheduler.address, client.dashboard_link)
+            log.info(
+                "Dask scheduler %s, dashboard %s", client.scheduler.address, client.dashboard_link
+            )
             yield client.get_executor()
     finally:
         cluster.close()

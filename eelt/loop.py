@@ -228,7 +228,7 @@ class Loop:
         jobs = {}
         starts = self.run.starts()
         n_walkers = len(starts) * len(stage.temperatures_K) * stage.walkers_per_condition
-        for w, seed in zip(range(n_walkers), seeds.generate_state(n_walkers)):
+        for w, seed in zip(range(n_walkers), seeds.generate_state(n_walkers), strict=False):
             s, rest = divmod(w, len(stage.temperatures_K) * stage.walkers_per_condition)
             t = rest // stage.walkers_per_condition
             name = f"w{w:03d}-s{s}-T{stage.temperatures_K[t]:g}"

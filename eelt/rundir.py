@@ -37,7 +37,9 @@ def read_structures(system: SystemConfig, base_dir: Path) -> list[Atoms]:
         try:
             got = ase.io.read(path, ":")
         except Exception as err:  # ase.io raises many kinds for unreadable files
-            raise EeltError(f"system.structures: {name}: cannot read ({type(err).__name__}: {err})") from None
+            raise EeltError(
+                f"system.structures: {name}: cannot read ({type(err).__name__}: {err})"
+            ) from None
         if not got:
             raise EeltError(f"system.structures: {name}: holds no structure")
         for atoms in got:
@@ -96,7 +98,9 @@ class RunDir:
         """Freeze the resolved config and the start structures."""
         self.root.mkdir(parents=True, exist_ok=True)
         atomic.write_frames(self.root / STARTS_FILE, starts)
-        atomic.write_text(self.config_path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        atomic.write_text(
+            self.config_path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+        )
 
     def load_config(self) -> RunConfig:
         return parse_config(yaml.safe_load(self.config_path.read_text()), str(self.config_path))
@@ -117,7 +121,9 @@ class RunDir:
 
     def update_resumable(self, config: RunConfig) -> None:
         """Record the new loop/execution settings of a resumed run."""
-        atomic.write_text(self.config_path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        atomic.write_text(
+            self.config_path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+        )
 
     def starts(self) -> list[Atoms]:
         return ase.io.read(self.root / STARTS_FILE, ":")
@@ -153,7 +159,7 @@ def _same_structures(a: list[Atoms], b: list[Atoms]) -> bool:
         and (x.numbers == y.numbers).all()
         and np.allclose(x.positions, y.positions, atol=1e-6)
         and np.allclose(x.cell[:], y.cell[:], atol=1e-6)
-        for x, y in zip(a, b)
+        for x, y in zip(a, b, strict=False)
     )
 
 

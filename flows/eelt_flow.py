@@ -43,15 +43,22 @@ class PrefectRunner:
 
     def stage(self, name: str, body: Callable[[], T]) -> T:
         stage_task = task(
-            _call, name=name, cache_policy=NO_CACHE, retries=STAGE_RETRIES,
-            retry_delay_seconds=2, persist_result=False,
+            _call,
+            name=name,
+            cache_policy=NO_CACHE,
+            retries=STAGE_RETRIES,
+            retry_delay_seconds=2,
+            persist_result=False,
         )
         return stage_task(body)
 
     def iteration(self, index: int, body: Callable[[], T]) -> T:
         iteration_flow = flow(
-            _call, name="eelt-iteration", flow_run_name=f"{self.run_name}-iteration-{index:03d}",
-            persist_result=False, validate_parameters=False,
+            _call,
+            name="eelt-iteration",
+            flow_run_name=f"{self.run_name}-iteration-{index:03d}",
+            persist_result=False,
+            validate_parameters=False,
         )
         record = iteration_flow(body)
         self._iteration_artifact(index, record)
@@ -75,12 +82,18 @@ class PrefectRunner:
         train = record.get("train", {})
         if "val_force_rmse_meV_per_A" in train:
             rows += [
-                {"quantity": "validation energy RMSE (meV/atom)",
-                 "value": round(train["val_energy_rmse_meV_per_atom"], 3)},
-                {"quantity": "validation force RMSE (meV/A)", "value": round(train["val_force_rmse_meV_per_A"], 2)},
+                {
+                    "quantity": "validation energy RMSE (meV/atom)",
+                    "value": round(train["val_energy_rmse_meV_per_atom"], 3),
+                },
+                {
+                    "quantity": "validation force RMSE (meV/A)",
+                    "value": round(train["val_force_rmse_meV_per_A"], 2),
+                },
             ]
         create_table_artifact(
-            rows, key=_artifact_key(self.run_name, f"iteration-{index:03d}"),
+            rows,
+            key=_artifact_key(self.run_name, f"iteration-{index:03d}"),
             description=f"{self.run_name}, iteration {index}: examination, labels and training",
         )
 
@@ -113,7 +126,8 @@ def eelt_run(config_path: str, run_dir: str | None = None) -> dict[str, Any]:
     with open_executor(config.execution, root / "logs") as executor:
         state = run_loop(Loop(run, executor), PrefectRunner(config.name))
     create_markdown_artifact(
-        _history_markdown(state), key=_artifact_key(config.name, "history"),
+        _history_markdown(state),
+        key=_artifact_key(config.name, "history"),
         description=f"eelt run {config.name}: accuracy by iteration",
     )
     return state

@@ -19,16 +19,31 @@ def tiny_config(structure: Path, **overrides) -> RunConfig:
         "system": {"structures": [str(structure)]},
         "init": {"n_perturbed": 6, "position_sigma_A": 0.08, "cell_strain": 0.02, "seed": 1},
         "explore": {
-            "stages": [{"temperatures_K": [300, 900], "n_steps": 30, "timestep_fs": 2.0,
-                        "dump_interval": 5, "max_iterations": 3}],
+            "stages": [
+                {
+                    "temperatures_K": [300, 900],
+                    "n_steps": 30,
+                    "timestep_fs": 2.0,
+                    "dump_interval": 5,
+                    "max_iterations": 3,
+                }
+            ],
         },
         "examine": {"trust_lo_eV_per_A": 0.01, "trust_hi_eV_per_A": 5.0, "max_candidates": 3},
         "label": {"kind": "emt"},
         "train": {
             "ensemble_size": 2,
-            "model": {"rcut_A": 4.0, "rcut_smth_A": 1.0, "embedding_widths": [4, 8],
-                      "axis_neuron": 2, "fitting_widths": [16]},
-            "steps": 30, "warm_steps": 20, "batch_size": 2, "validation_fraction": 0.2,
+            "model": {
+                "rcut_A": 4.0,
+                "rcut_smth_A": 1.0,
+                "embedding_widths": [4, 8],
+                "axis_neuron": 2,
+                "fitting_widths": [16],
+            },
+            "steps": 30,
+            "warm_steps": 20,
+            "batch_size": 2,
+            "validation_fraction": 0.2,
         },
         "execution": {"kind": "threads", "n_workers": 2},
         "loop": {"max_iterations": 2},

@@ -49,7 +49,9 @@ def test_bad_config_exits_2_with_one_line_per_problem(tmp_path):
 def plain_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
     config = write_config(tmp, loop={"max_iterations": 1})
-    result = runner.invoke(app, ["run", str(config), "--plain", "--quiet", "--run-dir", str(tmp / "run")])
+    result = runner.invoke(
+        app, ["run", str(config), "--plain", "--quiet", "--run-dir", str(tmp / "run")]
+    )
     assert result.exit_code == 0, result.output
     return tmp, config, result
 
@@ -65,7 +67,9 @@ def test_run_plain_then_status(plain_run):
 
 def test_fresh_refuses_existing_run(plain_run):
     tmp, config, _ = plain_run
-    result = runner.invoke(app, ["run", str(config), "--plain", "--fresh", "--run-dir", str(tmp / "run")])
+    result = runner.invoke(
+        app, ["run", str(config), "--plain", "--fresh", "--run-dir", str(tmp / "run")]
+    )
     assert result.exit_code == 2
     assert "already holds a run" in result.output
 
@@ -73,7 +77,15 @@ def test_fresh_refuses_existing_run(plain_run):
 def test_evaluate_json(plain_run):
     tmp, _, _ = plain_run
     result = runner.invoke(
-        app, ["evaluate", "--model", str(tmp / "run/init/train"), "--data", str(tmp / "run/data/init.extxyz"), "--json"]
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(tmp / "run/init/train"),
+            "--data",
+            str(tmp / "run/data/init.extxyz"),
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output)
@@ -82,7 +94,9 @@ def test_evaluate_json(plain_run):
 
 
 def test_evaluate_names_missing_models(tmp_path):
-    result = runner.invoke(app, ["evaluate", "--model", str(tmp_path), "--data", str(tmp_path / "x.extxyz")])
+    result = runner.invoke(
+        app, ["evaluate", "--model", str(tmp_path), "--data", str(tmp_path / "x.extxyz")]
+    )
     assert result.exit_code == 2
     assert "no model-*.pt" in result.output
 

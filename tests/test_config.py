@@ -29,14 +29,18 @@ def test_unknown_key_is_named():
 
 
 def test_negative_temperature_is_named():
-    with pytest.raises(ConfigError, match=r"explore\.stages\.0\.temperatures_K\.0: .*greater than 0"):
+    with pytest.raises(
+        ConfigError, match=r"explore\.stages\.0\.temperatures_K\.0: .*greater than 0"
+    ):
         parse_config(with_(explore={"stages": [{"temperatures_K": [-5]}]}))
 
 
 def test_trust_lo_above_hi_is_one_clear_error():
     with pytest.raises(ConfigError) as info:
         parse_config(with_(examine={"trust_lo_eV_per_A": 0.5, "trust_hi_eV_per_A": 0.1}))
-    assert str(info.value) == "examine: trust_lo_eV_per_A (0.5) must be below trust_hi_eV_per_A (0.1)"
+    assert (
+        str(info.value) == "examine: trust_lo_eV_per_A (0.5) must be below trust_hi_eV_per_A (0.1)"
+    )
 
 
 def test_unknown_labeler_kind_lists_allowed():

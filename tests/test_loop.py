@@ -50,16 +50,30 @@ def test_two_iterations_leave_every_artifact(finished_run):
     root = run.root
     assert state["status"] == "max iterations"
     assert [h["iteration"] for h in state["iterations"]] == [0, 1]
-    for rel in ["eelt.yaml", "state.json", "starts.extxyz", "data/init.extxyz",
-                "init/label/report.json", "init/train/report.json",
-                "init/train/model-0.pt", "init/train/model-1.pt"]:
+    for rel in [
+        "eelt.yaml",
+        "state.json",
+        "starts.extxyz",
+        "data/init.extxyz",
+        "init/label/report.json",
+        "init/train/report.json",
+        "init/train/model-0.pt",
+        "init/train/model-1.pt",
+    ]:
         assert (root / rel).is_file(), rel
     for it in (0, 1):
         d = root / f"iter-{it:03d}"
         assert len(list((d / "explore").glob("*.extxyz"))) == 2  # two temperatures
-        for rel in ["explore/report.json", "examine/report.json", "examine/candidates.extxyz",
-                    "examine/deviation.png", "label/report.json", "train/report.json",
-                    "train/model-0.pt", "train/model-1.pt"]:
+        for rel in [
+            "explore/report.json",
+            "examine/report.json",
+            "examine/candidates.extxyz",
+            "examine/deviation.png",
+            "label/report.json",
+            "train/report.json",
+            "train/model-0.pt",
+            "train/model-1.pt",
+        ]:
             assert (d / rel).is_file(), f"iter-{it:03d}/{rel}"
     assert json.loads((root / "state.json").read_text()) == state
     # 7 init frames (start + 6 perturbed) each labeled once, under its content hash
@@ -96,7 +110,9 @@ def test_resume_redoes_only_the_deleted_stage(finished_run):
         state = run_loop(Loop(run, pool))
     after = mtimes(run.root)
     changed = {p.relative_to(run.root).as_posix() for p in after if before.get(p) != after[p]}
-    assert changed and all(c.startswith("iter-001/train/") or c == "state.json" for c in changed), changed
+    assert changed and all(c.startswith("iter-001/train/") or c == "state.json" for c in changed), (
+        changed
+    )
     assert state["status"] == "max iterations"
     label_report = json.loads((run.root / "iter-001/label/report.json").read_text())
     assert label_report["n_computed"] > 0  # the original run computed them; resume did not touch it

@@ -2,8 +2,7 @@
 
 Smooth switch s(r) = sw(r) / r, sw going from 1 at rcut_smth to 0 at rcut with zero first
 and second derivatives at both ends; environment row R~ = (s, s x/r, s y/r, s z/r) scaled by
-per-center-element standard deviations (no mean subtracted, so a pair at rcut contributes
-exactly 0); T_i = (1/n_norm) sum_j G(s_ij)^T R~_ij, D_i = T_i T_i<^T.
+per-center-element RMS values (no mean subtracted, so a pair at rcut contributes exactly 0); T_i = (1/n_norm) sum_j G(s_ij)^T R~_ij, D_i = T_i T_i<^T.
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ def se_e2_a(
 
     Centers come in ``batch.center_order``; padding slots must lie beyond rcut_A. The
     embedding net of (t, u) is ``embedding[t * n_types + u]``, evaluated for ``members``;
-    ``stats`` holds (K, n_types) tensors s_mean, s_std, a_std and n_norm.
+    ``stats`` holds (K, n_types) tensors s_mean, s_std, s_rms, a_std and n_norm.
     """
     n_members, n_atoms, n_slots = r.shape[0], batch.n_atoms, sum(batch.sel)
     n_types = stats["s_mean"].shape[1]
@@ -76,7 +75,10 @@ def se_e2_a(
         if t is None:  # no neighbors anywhere in the batch
             t = r.new_zeros(n_members * n_centers, 4, width)
         a_std = stats["a_std"][:, center_type, None]
-        scale = torch.cat([s_std[:, 0], a_std.expand(-1, 3)], dim=1)  # (K, 4)
+        # R~ rows scaled by their RMS (no mean removed), so entries are O(1): a std would blow
+        # the radial column up (s varies little around its mean) and saturate the fitting net
+        s_rms = stats["s_rms"][:, center_type, None]
+        scale = torch.cat([s_rms, a_std.expand(-1, 3)], dim=1)  # (K, 4)
         scale = scale * stats["n_norm"][:, center_type, None]
         t = t.view(n_members, n_centers, 4, width) / scale[:, None, :, None]
         t = t.view(n_members * n_centers, 4, width)

@@ -40,20 +40,29 @@ class StackedMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, members: slice = slice(None)) -> torch.Tensor:
         """(k, M, n_in) -> (k, M, n_out) for the k members selected by ``members``."""
-        n_layers = len(self.weights)
-        every = members == slice(None)
-        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            if not every:
-                weight, bias = weight[members], bias[members]
-            y = torch.baddbmm(bias, x, weight)
-            if self.linear_out and layer == n_layers - 1:
-                return y
-            y = torch.tanh(y)
-            n_in, n_out = weight.shape[1], weight.shape[2]
-            if n_out == n_in:
-                x = x + y
-            elif n_out == 2 * n_in:  # cat(x, x) + y without materialising cat(x, x)
-                x = (y.unflatten(-1, (2, n_in)) + x.unsqueeze(-2)).flatten(-2)
-            else:
-                x = y
-        return x
+        if members == slice(None):
+            return residual_mlp(x, list(self.weights), list(self.biases), self.linear_out)
+        weights = [weight[members] for weight in self.weights]
+        biases = [bias[members] for bias in self.biases]
+        return residual_mlp(x, weights, biases, self.linear_out)
+
+
+def residual_mlp(
+    x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], linear_out: bool
+) -> torch.Tensor:
+    """Layers (k, n_in, n_out) and biases (k, 1, n_out) applied to (k, M, n_in); TorchScript-able."""
+    n_layers = len(weights)
+    for layer in range(n_layers):
+        weight, bias = weights[layer], biases[layer]
+        y = torch.baddbmm(bias, x, weight)
+        if linear_out and layer == n_layers - 1:
+            return y
+        y = torch.tanh(y)
+        n_in, n_out = weight.shape[1], weight.shape[2]
+        if n_out == n_in:
+            x = x + y
+        elif n_out == 2 * n_in:  # cat(x, x) + y without materialising cat(x, x)
+            x = (y.unflatten(-1, [2, n_in]) + x.unsqueeze(-2)).flatten(-2)
+        else:
+            x = y
+    return x

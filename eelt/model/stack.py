@@ -20,7 +20,7 @@ from eelt.model.neighbors import Batch
 from eelt.model.networks import StackedMLP
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
-STAT_NAMES = ("s_mean", "s_std", "a_std", "n_norm")
+STAT_NAMES = ("s_mean", "s_std", "s_rms", "a_std", "n_norm")
 
 
 def check_architecture(
@@ -90,6 +90,7 @@ class MemberStack(nn.Module):
         shape = (n_members, n_types)
         self.register_buffer("s_mean", torch.zeros(shape, dtype=dtype))
         self.register_buffer("s_std", torch.ones(shape, dtype=dtype))
+        self.register_buffer("s_rms", torch.ones(shape, dtype=dtype))
         self.register_buffer("a_std", torch.ones(shape, dtype=dtype))
         self.register_buffer("n_norm", torch.ones(shape, dtype=dtype))
         self.register_buffer("energy_shift", torch.zeros(shape, dtype=dtype))

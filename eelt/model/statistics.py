@@ -14,7 +14,7 @@ MIN_STD = 1e-2  # floor on standard deviations, as DeePMD's "protection"
 def environment_statistics(
     graphs: list[FrameGraph], n_types: int, rcut_smth_A: float, rcut_A: float
 ) -> dict[str, np.ndarray]:
-    """Per center element: mean and std of s (1/Angstrom), RMS of s x/r, mean neighbor count.
+    """Per center element: mean, std and RMS of s (1/Angstrom), RMS of s x/r, mean neighbor count.
 
     Elements without pairs in ``graphs`` get mean 0, std 1 and one neighbor.
     """
@@ -39,6 +39,7 @@ def environment_statistics(
     return {
         "s_mean": s_mean,
         "s_std": np.where(seen, np.maximum(s_std, MIN_STD), 1.0),
+        "s_rms": np.where(seen, np.maximum(np.sqrt(s_sq / count), MIN_STD), 1.0),
         "a_std": np.where(seen, np.maximum(a_std, MIN_STD), 1.0),
         "n_norm": np.where(seen, n_pairs / np.maximum(n_centers, 1.0), 1.0),
     }

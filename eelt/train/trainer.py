@@ -30,7 +30,8 @@ from eelt.train.loss import PrefactorSchedule, deepmd_loss, learning_rate
 from eelt.train.metrics import rmse_of_labeled
 
 DIVERGENCE_FACTOR = 1000  # smoothed MSE this many times above its minimum means divergence
-_LOSS_SMOOTHING = 0.1  # weight of the newest step in the moving average of the MSE
+_LOSS_SMOOTHING = 0.1
+WARMUP_STEPS = 100  # linear learning-rate warm-up of a cold start  # weight of the newest step in the moving average of the MSE
 
 
 class TrainingDiverged(RuntimeError):
@@ -235,6 +236,8 @@ def _train_member(
         max(2 * int(1 / _LOSS_SMOOTHING), len(train_frames) // max(1, train.batch_size)),
     )
     refit_every = max(log_every, steps // 10)
+    warmup_steps = WARMUP_STEPS if init_from is None else 0
+    warmup_steps = min(warmup_steps, steps // 10)
     curve_path = out_path.with_suffix(".csv")
 
     def diverged(message: str) -> TrainingDiverged:
@@ -254,6 +257,8 @@ def _train_member(
     model.train()
     for step in range(steps):
         lr = learning_rate(step, steps, start_lr, stop_lr)
+        if step < warmup_steps:  # Adam's first steps move every weight by ~lr: ramp up
+            lr *= (step + 1) / warmup_steps
         for group in optimizer.param_groups:
             group["lr"] = lr
         prefs = schedule.at(lr, start_lr)

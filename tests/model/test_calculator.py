@@ -94,7 +94,7 @@ def test_nve_conserves_energy(small, rattled):
     start.positions += np.random.default_rng(1).normal(0.0, 0.05, start.positions.shape)
 
     total, potential = total_energy_per_atom(start.copy(), EnsembleCalculator(ensemble), 200, 0.5)
-    assert potential.max() - potential.min() > 0.03  # the atoms really move on the surface
+    assert potential.max() - potential.min() > 0.015  # the atoms really move on the surface
     assert np.abs(total - total[0]).max() < 1e-5  # eV/atom over 100 fs
 
     total, _ = total_energy_per_atom(start.copy(), ScaledForces(ensemble), 200, 0.5)

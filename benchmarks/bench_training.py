@@ -1,0 +1,267 @@
+"""How well eelt's trainer learns ethanol at PBE/def2-SVP (data: make_ethanol_data.py).
+
+    nice -n 19 python benchmarks/bench_training.py [--parts curve timing warm ensemble long]
+        [--sizes 50 100 200 400] [--steps 2000] [--out-dir runs/bench-training]
+
+Parts (each prints a table; every training run keeps its result in ``out-dir/<run>/result.json``,
+so a rerun only trains what is missing and parts may run as concurrent processes; delete the
+directory to start over):
+
+- ``curve``: one member (TrainConfig defaults except ``steps``; no validation split, so N frames
+  are N training frames) on the first N frames of the train pool; energy RMSE (meV/atom) and
+  force RMSE (meV/Angstrom) on the held-out test split.
+- ``timing``: wall seconds per 1000 training steps, float64 and float32, one member on 1 and on 2
+  torch threads, and two members at once on one thread each (their throughput).
+- ``warm``: an EELT-like iteration: a model trained on N frames, then ~10% new frames; (a) warm
+  start (init_from, ``warm_steps`` at ``warm_start_lr``) against (b) from scratch (``steps`` at
+  ``start_lr``), both with the default 10% validation split of the same file. Target: (b)'s final
+  validation force RMSE; the table gives the step and wall time at which each run first reaches
+  it, read from the learning-curve csv next to the checkpoint.
+- ``ensemble``: four members on the largest size; test RMSE of their mean and of each member.
+- ``long``: the largest size with ``--long-steps`` steps, to see what the default budget leaves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import ase.io
+import torch
+
+from eelt.atomic import read_json, write_frames, write_json
+from eelt.config import ModelConfig, TrainConfig
+from eelt.model import DeepPot, Ensemble
+from eelt.train import evaluate_rmse, train_ensemble, train_member
+from eelt.train.curves import read_curve
+
+NAME = "ethanol_pbe_def2svp"
+TYPE_MAP = ["H", "C", "O"]
+PARTS = ("curve", "timing", "warm", "ensemble", "long")
+
+
+class Bench:
+    """Training runs under ``out_dir``, each done once: its result (test RMSE, wall time) is kept
+    in ``out_dir/<key>/result.json`` and reused by a rerun."""
+
+    def __init__(self, data_dir: Path, out_dir: Path, threads: int):
+        self.out_dir = out_dir
+        self.threads = threads
+        self.pool = ase.io.read(data_dir / f"{NAME}_train.extxyz", ":")
+        self.test = ase.io.read(data_dir / f"{NAME}_test.extxyz", ":")
+
+    def result(self, key: str) -> dict | None:
+        path = self.out_dir / key / "result.json"
+        return read_json(path) if path.is_file() else None
+
+    def subset(self, n: int) -> str:
+        """File of the first ``n`` frames of the train pool."""
+        path = self.out_dir / "data" / f"train_first_{n}.extxyz"
+        if not path.is_file():
+            write_frames(path, self.pool[:n])
+        return str(path)
+
+    def train(self, key: str, n: int, train: TrainConfig, seed: int = 0, **kwargs) -> dict:
+        """Train one member (cached under ``key``); test RMSE of the result."""
+        if (done := self.result(key)) is not None:
+            return done
+        checkpoint = self.out_dir / key / "model.pt"
+        result = train_member(
+            [self.subset(n)],
+            checkpoint,
+            train,
+            TYPE_MAP,
+            seed,
+            device="cpu",
+            torch_threads=kwargs.pop("torch_threads", self.threads),
+            **kwargs,
+        )
+        test = evaluate_rmse(DeepPot.load(checkpoint), self.test)
+        row = {
+            "n_frames": n,
+            "n_train": result.n_train_frames,
+            "steps": result.steps,
+            "wall_s": result.wall_s,
+            "val_force_rmse_meV_per_A": result.val_force_rmse_meV_per_A,
+            "train_force_rmse_meV_per_A": result.train_force_rmse_meV_per_A,
+            "test_energy_rmse_meV_per_atom": test["energy_rmse_meV_per_atom"],
+            "test_force_rmse_meV_per_A": test["force_rmse_meV_per_A"],
+            "checkpoint": str(checkpoint),
+        }
+        self.save(key, row)
+        return row
+
+    def save(self, key: str, row: dict) -> None:
+        clean = {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in row.items()
+        }
+        write_json(self.out_dir / key / "result.json", clean)
+
+
+def learning_curve(bench: Bench, sizes: list[int], steps: int) -> None:
+    train = TrainConfig(steps=steps, validation_fraction=0.0)
+    print(
+        f"\nLearning curve: one member, {steps} steps, default model; test: {len(bench.test)} frames"
+    )
+    print(
+        f"{'N train':>8} {'E RMSE meV/atom':>16} {'F RMSE meV/A':>13} {'train F':>8} {'wall s':>7}"
+    )
+    for n in sizes:
+        r = bench.train(f"curve-{n}-{steps}", n, train)
+        print(
+            f"{n:>8} {r['test_energy_rmse_meV_per_atom']:>16.2f} "
+            f"{r['test_force_rmse_meV_per_A']:>13.1f} {r['train_force_rmse_meV_per_A']:>8.1f} "
+            f"{r['wall_s']:>7.0f}",
+            flush=True,
+        )
+
+
+def timing(bench: Bench, n: int, steps: int) -> None:
+    """Seconds per 1000 steps; short runs (``steps``), the fixed cost (statistics, final
+    evaluation) included, so slightly pessimistic."""
+    print(f"\nTraining wall time per 1000 steps ({steps}-step runs on {n} frames, batch 4)")
+    print(
+        f"{'precision':>9} {'1 member, 1 thr':>16} {'1 member, 2 thr':>16} {'2 members, 1 thr each':>22}"
+    )
+    for precision in ("float64", "float32"):
+        train = TrainConfig(
+            steps=steps, validation_fraction=0.0, model=ModelConfig(precision=precision)
+        )
+        cells = []
+        for threads in (1, 2):
+            r = bench.train(
+                f"time-{precision}-{threads}thr-{steps}", n, train, torch_threads=threads
+            )
+            cells.append(1000 * r["wall_s"] / steps)
+        key = f"time-{precision}-2members-{steps}"
+        if bench.result(key) is None:
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(2) as pool:
+                futures = [
+                    pool.submit(bench.train, f"{key}-m{m}", n, train, seed=m, torch_threads=1)
+                    for m in range(2)
+                ]
+                for f in futures:
+                    f.result()
+            bench.save(key, {"wall_s": time.perf_counter() - t0, "steps": 2 * steps})
+        # two members at once: wall time per 1000 steps of each (they run side by side)
+        cells.append(1000 * bench.result(key)["wall_s"] / steps)
+        print(
+            f"{precision:>9} {cells[0]:>14.0f} s {cells[1]:>14.0f} s {cells[2]:>20.0f} s",
+            flush=True,
+        )
+
+
+def crossing(curve_csv: str, target: float) -> tuple[int | None, float | None]:
+    """(step, wall s) of the first learning-curve row whose validation force RMSE <= target."""
+    for row in read_curve(curve_csv):
+        if row["val_force_rmse_meV_per_A"] <= target * (1 + 1e-9):
+            return row["step"], row["wall_s"]
+    return None, None
+
+
+def warm_start(bench: Bench, n_old: int, steps: int) -> None:
+    n_new = min(len(bench.pool), round(1.1 * n_old))
+    train = TrainConfig(steps=steps)
+    base = bench.train(f"warm-base-{n_old}-{steps}", n_old, train)
+    scratch = bench.train(f"warm-scratch-{n_new}-{steps}", n_new, train)
+    warm = bench.train(
+        f"warm-warm-{n_new}-{train.warm_steps}",
+        n_new,
+        train,
+        init_from=base["checkpoint"],
+        steps=train.warm_steps,
+        start_lr=train.warm_start_lr,
+    )
+    target = scratch["val_force_rmse_meV_per_A"]
+    print(
+        f"\nWarm start vs scratch: {n_old} -> {n_new} frames (10% validation); target = "
+        f"scratch's final validation force RMSE {target:.1f} meV/A"
+    )
+    print(
+        f"{'run':<28} {'steps':>6} {'wall s':>7} {'final val F':>12} {'test F':>7} "
+        f"{'reaches target at step':>23} {'at wall s':>10}"
+    )
+    for name, r in (
+        (f"base ({n_old} frames)", base),
+        (f"(b) scratch, lr {train.start_lr:g}", scratch),
+        (f"(a) warm, lr {train.warm_start_lr:g}", warm),
+    ):
+        step, wall = crossing(str(Path(r["checkpoint"]).with_suffix(".csv")), target)
+        print(
+            f"{name:<28} {r['steps']:>6} {r['wall_s']:>7.0f} {r['val_force_rmse_meV_per_A']:>12.1f} "
+            f"{r['test_force_rmse_meV_per_A']:>7.1f} {'never' if step is None else step:>23} "
+            f"{'-' if wall is None else f'{wall:.0f}':>10}",
+            flush=True,
+        )
+
+
+def ensemble(bench: Bench, n: int, steps: int) -> None:
+    train = TrainConfig(steps=steps, validation_fraction=0.0, ensemble_size=4)
+    out = bench.out_dir / f"ensemble-{n}-{steps}"
+    key = f"ensemble-{n}-{steps}"
+    if bench.result(key) is None:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(2) as pool:  # 2 cores: two members at a time, 1 thread each
+            results = train_ensemble([bench.subset(n)], out, train, TYPE_MAP, pool, torch_threads=1)
+        members = [evaluate_rmse(DeepPot.load(r.checkpoint), bench.test) for r in results]
+        mean = evaluate_rmse(Ensemble.load(out), bench.test)
+        bench.save(
+            key,
+            {
+                "wall_s": time.perf_counter() - t0,
+                "mean": mean,
+                "members": members,
+            },
+        )
+    r = bench.result(key)
+    print(
+        f"\nEnsemble of 4 on {n} frames, {steps} steps each ({r['wall_s']:.0f} s wall, 2 at a time)"
+    )
+    print(f"{'model':<12} {'E RMSE meV/atom':>16} {'F RMSE meV/A':>13}")
+    for name, m in [(f"member {k}", m) for k, m in enumerate(r["members"])] + [
+        ("mean of 4", r["mean"])
+    ]:
+        print(
+            f"{name:<12} {m['energy_rmse_meV_per_atom']:>16.2f} {m['force_rmse_meV_per_A']:>13.1f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=Path("benchmarks/data"))
+    parser.add_argument("--out-dir", type=Path, default=Path("runs/bench-training"))
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 200, 400])
+    parser.add_argument("--steps", type=int, default=TrainConfig().steps)
+    parser.add_argument("--long-steps", type=int, default=10000)
+    parser.add_argument("--timing-steps", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per member")
+    args = parser.parse_args()
+
+    bench = Bench(args.data_dir, args.out_dir, args.threads)
+    sizes = sorted({min(n, len(bench.pool)) for n in args.sizes})
+    print(
+        f"train pool {len(bench.pool)} frames, test {len(bench.test)} frames; torch "
+        f"{torch.__version__}, {args.threads} threads per member unless stated"
+    )
+    t0 = time.perf_counter()
+    if "curve" in args.parts:
+        learning_curve(bench, sizes, args.steps)
+    if "long" in args.parts:
+        learning_curve(bench, sizes[-1:], args.long_steps)
+    if "timing" in args.parts:
+        timing(bench, sizes[0], args.timing_steps)
+    if "warm" in args.parts:
+        warm_start(bench, round(sizes[-1] / 1.1), args.steps)
+    if "ensemble" in args.parts:
+        ensemble(bench, sizes[-1], args.steps)
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
