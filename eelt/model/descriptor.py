@@ -2,7 +2,8 @@
 
 Smooth switch s(r) = sw(r) / r, sw going from 1 at rcut_smth to 0 at rcut with zero first
 and second derivatives at both ends; environment row R~ = (s, s x/r, s y/r, s z/r) scaled by
-per-center-element RMS values (no mean subtracted, so a pair at rcut contributes exactly 0); T_i = (1/n_norm) sum_j G(s_ij)^T R~_ij, D_i = T_i T_i<^T.
+per-center-element RMS values (no mean subtracted, so a pair at rcut contributes exactly 0);
+T_i = (1/n_norm) sum_j G(s_ij)^T R~_ij, D_i = T_i T_i<^T.
 """
 
 from __future__ import annotations

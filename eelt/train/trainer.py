@@ -30,8 +30,8 @@ from eelt.train.loss import PrefactorSchedule, deepmd_loss, learning_rate
 from eelt.train.metrics import rmse_of_labeled
 
 DIVERGENCE_FACTOR = 1000  # smoothed MSE this many times above its minimum means divergence
-_LOSS_SMOOTHING = 0.1
-WARMUP_STEPS = 100  # linear learning-rate warm-up of a cold start  # weight of the newest step in the moving average of the MSE
+_LOSS_SMOOTHING = 0.1  # weight of the newest step in the moving average of the MSE
+WARMUP_STEPS = 100  # linear learning-rate warm-up of a cold start
 
 
 class TrainingDiverged(RuntimeError):
