@@ -18,7 +18,9 @@ Runs in a separate venv holding deepmd-kit 3.x beside the project's torch; where
 op library was built for another torch, move libdeepmd_op_pt.so aside (se_e2_a uncompressed
 needs none of its ops):
 
-    /work/dpvenv/bin/python benchmarks/bench_deepmd.py [--seconds S] [--clock cpu|wall]
+    python3 -m venv dp-venv && dp-venv/bin/pip install torch==2.13.0 && \
+        dp-venv/bin/pip install torch==2.13.0 deepmd-kit mpich e3nn ase vesin
+    dp-venv/bin/python benchmarks/bench_deepmd.py [--seconds S] [--clock cpu|wall]
 
 The default clock is this thread's CPU time (one thread), which other load on a shared
 machine does not inflate; the wall clock needs an idle machine.

@@ -12,6 +12,8 @@ MAX_DEVI_F = "max_devi_f"  # eV/Angstrom: max over atoms of sqrt(mean_k |F_k - <
 AVG_DEVI_F = "avg_devi_f"  # eV/Angstrom: mean over atoms of the same
 DEVI_E = "devi_e"  # eV/atom: std over members of the energy per atom
 FORCES_STD = "forces_std"  # eV/Angstrom, per atom (calculator result)
+MAX_DEVI_V = "max_devi_v"  # eV/atom: max over the 9 virial components of the std over members
+AVG_DEVI_V = "avg_devi_v"  # eV/atom: mean over the 9 components (periodic cells only)
 
 # Provenance of explored frames.
 WALKER = "walker"

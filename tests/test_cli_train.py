@@ -95,7 +95,7 @@ def test_evaluate_json_matches_the_library_and_beats_zero_forces(trained):
     assert metrics["energy_rmse_meV_per_atom"] == pytest.approx(direct["energy_rmse_meV_per_atom"])
     # trained, not just initialised: clearly better than predicting zero forces
     zero_force_rmse = 1e3 * np.sqrt(np.mean(np.concatenate([a.get_forces() for a in frames]) ** 2))
-    assert 0 < metrics["force_rmse_meV_per_A"] < 0.6 * zero_force_rmse
+    assert 0 < metrics["force_rmse_meV_per_A"] < 0.3 * zero_force_rmse
 
 
 def one_line_error(result) -> str:

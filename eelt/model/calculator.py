@@ -6,7 +6,17 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from eelt.keys import AVG_DEVI_F, DEVI_E, ENERGY, FORCES, FORCES_STD, MAX_DEVI_F, STRESS
+from eelt.keys import (
+    AVG_DEVI_F,
+    AVG_DEVI_V,
+    DEVI_E,
+    ENERGY,
+    FORCES,
+    FORCES_STD,
+    MAX_DEVI_F,
+    MAX_DEVI_V,
+    STRESS,
+)
 from eelt.model.deviation import force_deviation
 from eelt.model.ensemble import Ensemble
 from eelt.model.neighbors import build_graph, collate
@@ -16,8 +26,9 @@ class EnsembleCalculator(Calculator):
     """Mean of the members (eV, eV/A, eV/A^3) and DeePMD's deviation measures in ``results``.
 
     Extra results: energy_std (eV), forces_std (N,) eV/A, max_devi_f and avg_devi_f (eV/A),
-    devi_e (eV/atom), member_energies (K,) eV, member_forces (K, N, 3) eV/A. Stress only for
-    cells with a periodic direction and a nonzero volume.
+    devi_e (eV/atom), member_energies (K,) eV, member_forces (K, N, 3) eV/A. Stress, and the
+    virial deviation max_devi_v / avg_devi_v (eV/atom), only for cells with a periodic
+    direction and a nonzero volume.
     """
 
     implemented_properties = [ENERGY, "free_energy", FORCES, STRESS]
@@ -55,5 +66,8 @@ class EnsembleCalculator(Calculator):
             "member_forces": forces,
         }
         if volume > 0:
-            virial = out["virial"][:, 0].cpu().double().numpy().mean(0)
-            self.results[STRESS] = full_3x3_to_voigt_6_stress(-virial / volume)
+            virials = out["virial"][:, 0].cpu().double().numpy()  # (K, 3, 3) eV
+            self.results[STRESS] = full_3x3_to_voigt_6_stress(-virials.mean(0) / volume)
+            devi_v = (virials / len(atoms)).std(axis=0)  # eV/atom, per component
+            self.results[MAX_DEVI_V] = float(devi_v.max())
+            self.results[AVG_DEVI_V] = float(devi_v.mean())

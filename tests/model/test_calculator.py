@@ -10,8 +10,8 @@ from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.fd import calculate_numerical_stress
 from ase.md.verlet import VelocityVerlet
 
-from eelt.keys import AVG_DEVI_F, DEVI_E, FORCES_STD, MAX_DEVI_F
-from eelt.model import DeepPot, Ensemble, EnsembleCalculator, force_deviation
+from eelt.keys import AVG_DEVI_F, AVG_DEVI_V, DEVI_E, FORCES_STD, MAX_DEVI_F, MAX_DEVI_V
+from eelt.model import DeepPot, Ensemble, EnsembleCalculator, build_graph, collate, force_deviation
 
 
 @pytest.fixture
@@ -41,6 +41,13 @@ def test_periodic_results(cell_ensemble, cu_au_cell):
     assert results[MAX_DEVI_F] == pytest.approx(results[FORCES_STD].max(), abs=1e-14)
     assert results[AVG_DEVI_F] == pytest.approx(results[FORCES_STD].mean(), abs=1e-14)
     assert results[MAX_DEVI_F] > 1e-3  # members differ
+    # virial deviation: std over members of each virial component per atom (DeePMD's devi_v)
+    batch = collate([build_graph(atoms, cell_ensemble.type_map, cell_ensemble.rcut_A)])
+    virials = cell_ensemble(batch, virial=True)["virial"][:, 0].numpy()
+    devi_v = (virials / len(atoms)).std(axis=0)
+    assert results[MAX_DEVI_V] == pytest.approx(devi_v.max(), rel=1e-10)
+    assert results[AVG_DEVI_V] == pytest.approx(devi_v.mean(), rel=1e-10)
+    assert results[MAX_DEVI_V] > 1e-4
     numeric = calculate_numerical_stress(atoms, 1e-5)
     assert np.abs(stress).max() > 1e-3
     np.testing.assert_allclose(stress, numeric, atol=1e-7 * np.abs(numeric).max() + 1e-10)
