@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -69,6 +70,7 @@ class Bench:
         if (done := self.result(key)) is not None:
             return done
         checkpoint = self.out_dir / key / "model.pt"
+        cpu0 = time.process_time()
         result = train_member(
             [self.subset(n)],
             checkpoint,
@@ -79,12 +81,14 @@ class Bench:
             torch_threads=kwargs.pop("torch_threads", self.threads),
             **kwargs,
         )
+        cpu_s = time.process_time() - cpu0  # all threads of this process (alone: this run)
         test = evaluate_rmse(DeepPot.load(checkpoint), self.test)
         row = {
             "n_frames": n,
             "n_train": result.n_train_frames,
             "steps": result.steps,
             "wall_s": result.wall_s,
+            "cpu_s": cpu_s,
             "val_force_rmse_meV_per_A": result.val_force_rmse_meV_per_A,
             "train_force_rmse_meV_per_A": result.train_force_rmse_meV_per_A,
             "test_energy_rmse_meV_per_atom": test["energy_rmse_meV_per_atom"],
@@ -121,11 +125,12 @@ def learning_curve(bench: Bench, sizes: list[int], steps: int) -> None:
 
 
 def timing(bench: Bench, n: int, steps: int) -> None:
-    """Seconds per 1000 steps; short runs (``steps``), the fixed cost (statistics, final
-    evaluation) included, so slightly pessimistic."""
-    print(f"\nTraining wall time per 1000 steps ({steps}-step runs on {n} frames, batch 4)")
+    """Wall (and process CPU) seconds per 1000 steps from short runs (``steps``), the fixed cost
+    (statistics, final evaluation) included, so slightly pessimistic; with the 1-minute load
+    average at the end of each run, since a busy machine changes these numbers."""
+    print(f"\nTraining time per 1000 steps: wall s (CPU s) [load] ({steps}-step runs, {n} frames)")
     print(
-        f"{'precision':>9} {'1 member, 1 thr':>16} {'1 member, 2 thr':>16} {'2 members, 1 thr each':>22}"
+        f"{'precision':>9} {'1 member, 1 thr':>24} {'1 member, 2 thr':>24} {'2 members, 1 thr each':>24}"
     )
     for precision in ("float64", "float32"):
         train = TrainConfig(
@@ -133,13 +138,14 @@ def timing(bench: Bench, n: int, steps: int) -> None:
         )
         cells = []
         for threads in (1, 2):
-            r = bench.train(
-                f"time-{precision}-{threads}thr-{steps}", n, train, torch_threads=threads
-            )
-            cells.append(1000 * r["wall_s"] / steps)
+            key = f"time-{precision}-{threads}thr-{steps}"
+            r = bench.train(key, n, train, torch_threads=threads)
+            if "load" not in r:
+                bench.save(key, {**r, "load": os.getloadavg()[0]})
+            cells.append(bench.result(key))
         key = f"time-{precision}-2members-{steps}"
         if bench.result(key) is None:
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             with ThreadPoolExecutor(2) as pool:
                 futures = [
                     pool.submit(bench.train, f"{key}-m{m}", n, train, seed=m, torch_threads=1)
@@ -147,13 +153,21 @@ def timing(bench: Bench, n: int, steps: int) -> None:
                 ]
                 for f in futures:
                     f.result()
-            bench.save(key, {"wall_s": time.perf_counter() - t0, "steps": 2 * steps})
-        # two members at once: wall time per 1000 steps of each (they run side by side)
-        cells.append(1000 * bench.result(key)["wall_s"] / steps)
-        print(
-            f"{precision:>9} {cells[0]:>14.0f} s {cells[1]:>14.0f} s {cells[2]:>20.0f} s",
-            flush=True,
-        )
+            bench.save(
+                key,
+                {
+                    "wall_s": time.perf_counter() - t0,
+                    "cpu_s": time.process_time() - cpu0,
+                    "load": os.getloadavg()[0],
+                    "steps": 2 * steps,
+                },
+            )
+        cells.append(bench.result(key))  # the two run side by side: wall per 1000 steps of each
+        text = [
+            f"{1000 * c['wall_s'] / steps:.0f} ({1000 * c['cpu_s'] / steps:.0f}) [{c['load']:.1f}]"
+            for c in cells
+        ]
+        print(f"{precision:>9} {text[0]:>24} {text[1]:>24} {text[2]:>24}", flush=True)
 
 
 def crossing(curve_csv: str, target: float) -> tuple[int | None, float | None]:
