@@ -38,6 +38,8 @@ def _setup_logging(quiet: bool) -> None:
     # Dask's connection chatter is not the user's business
     for name in ("distributed", "dask"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # a worker slow to exit at shutdown is killed by its nanny: nothing to warn about
+    logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
 
 
 def _fail(message: str, code: int = 2) -> None:
