@@ -3,9 +3,10 @@
 import json
 
 import ase.io
-import numpy as np
 import pytest
+from ase import units
 from ase.build import molecule
+from pyscf import dft, gto
 
 from eelt.config import parse_config
 from eelt.execution import open_executor
@@ -57,10 +58,20 @@ def test_water_loop_with_pyscf_on_dask(tmp_path):
         state = run_loop(Loop(run, executor))
     assert state["status"] == "max iterations"
     assert state["n_init_labeled"] == 9
-    labeled = ase.io.read(tmp_path / "run/data/iter-000.extxyz", ":")
-    assert 0 < len(labeled) <= 4
-    # labels are PySCF's: water at LDA/STO-3G has E ~ -75.2 Ha
-    energies_eV = np.array([a.get_potential_energy() for a in labeled])
-    assert np.all(np.abs(energies_eV / 27.211386 + 75.2) < 0.5)
     report = json.loads((tmp_path / "run/iter-000/label/report.json").read_text())
-    assert report["n_failed"] == 0 and report["n_computed"] == len(labeled)
+    assert report["n_labeled"] + report["n_failed"] == report["n_requested"] > 0
+    assert all(
+        "SCF not converged" in f["reason"] for f in report["failed"]
+    )  # the only way it fails here
+    init = ase.io.read(tmp_path / "run/data/init.extxyz", ":")
+    # the labels are PySCF's: recompute one frame directly
+    atoms = init[3]
+    mol = gto.M(
+        atom=[(s, p) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions, strict=False)],
+        basis="sto-3g",
+    )
+    mf = dft.RKS(mol)
+    mf.xc = "lda,vwn"
+    mf.conv_tol = 1e-9
+    energy_eV = mf.kernel() * units.Hartree
+    assert atoms.get_potential_energy() == pytest.approx(energy_eV, abs=1e-5)
