@@ -19,6 +19,7 @@ directory to start over):
   it, read from the learning-curve csv next to the checkpoint.
 - ``ensemble``: four members on the largest size; test RMSE of their mean and of each member.
 - ``long``: the largest size with ``--long-steps`` steps, to see what the default budget leaves.
+- ``lr``: the largest size at the default steps with each of ``--lrs`` as start_lr.
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ import torch
 from eelt.atomic import read_json, write_frames, write_json
 from eelt.config import ModelConfig, TrainConfig
 from eelt.model import DeepPot, Ensemble
-from eelt.train import evaluate_rmse, train_ensemble, train_member
+from eelt.train import TrainingDiverged, evaluate_rmse, train_ensemble, train_member
 from eelt.train.curves import read_curve
 
 NAME = "ethanol_pbe_def2svp"
 TYPE_MAP = ["H", "C", "O"]
-PARTS = ("curve", "timing", "warm", "ensemble", "long")
+PARTS = ("curve", "timing", "warm", "ensemble", "long", "lr")
 
 
 class Bench:
@@ -106,16 +107,20 @@ class Bench:
         write_json(self.out_dir / key / "result.json", clean)
 
 
-def learning_curve(bench: Bench, sizes: list[int], steps: int) -> None:
-    train = TrainConfig(steps=steps, validation_fraction=0.0)
+def learning_curve(bench: Bench, sizes: list[int], steps: int, precision: str = "float64") -> None:
+    train = TrainConfig(
+        steps=steps, validation_fraction=0.0, model=ModelConfig(precision=precision)
+    )
+    tag = "" if precision == "float64" else f"-{precision}"
     print(
-        f"\nLearning curve: one member, {steps} steps, default model; test: {len(bench.test)} frames"
+        f"\nLearning curve: one member, {steps} steps, default model ({precision}); "
+        f"test: {len(bench.test)} frames"
     )
     print(
         f"{'N train':>8} {'E RMSE meV/atom':>16} {'F RMSE meV/A':>13} {'train F':>8} {'wall s':>7}"
     )
     for n in sizes:
-        r = bench.train(f"curve-{n}-{steps}", n, train)
+        r = bench.train(f"curve-{n}-{steps}{tag}", n, train)
         print(
             f"{n:>8} {r['test_energy_rmse_meV_per_atom']:>16.2f} "
             f"{r['test_force_rmse_meV_per_A']:>13.1f} {r['train_force_rmse_meV_per_A']:>8.1f} "
@@ -245,6 +250,26 @@ def ensemble(bench: Bench, n: int, steps: int) -> None:
         )
 
 
+def learning_rates(bench: Bench, n: int, steps: int, lrs: list[float]) -> None:
+    print(f"\nStart learning rate: one member, {n} frames, {steps} steps; test RMSE")
+    print(
+        f"{'start_lr':>9} {'E RMSE meV/atom':>16} {'F RMSE meV/A':>13} {'train F':>8} {'wall s':>7}"
+    )
+    for lr in lrs:
+        train = TrainConfig(steps=steps, validation_fraction=0.0, start_lr=lr)
+        try:
+            r = bench.train(f"lr-{lr:g}-{n}-{steps}", n, train)
+        except TrainingDiverged as err:
+            print(f"{lr:>9g} diverged: {err}")
+            continue
+        print(
+            f"{lr:>9g} {r['test_energy_rmse_meV_per_atom']:>16.2f} "
+            f"{r['test_force_rmse_meV_per_A']:>13.1f} {r['train_force_rmse_meV_per_A']:>8.1f} "
+            f"{r['wall_s']:>7.0f}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("benchmarks/data"))
@@ -252,8 +277,10 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 200, 400])
     parser.add_argument("--steps", type=int, default=TrainConfig().steps)
-    parser.add_argument("--long-steps", type=int, default=10000)
+    parser.add_argument("--long-steps", type=int, default=8000)
+    parser.add_argument("--long-precision", choices=("float64", "float32"), default="float64")
     parser.add_argument("--timing-steps", type=int, default=200)
+    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 2e-3])
     parser.add_argument("--threads", type=int, default=1, help="torch threads per member")
     args = parser.parse_args()
 
@@ -267,13 +294,15 @@ def main() -> None:
     if "curve" in args.parts:
         learning_curve(bench, sizes, args.steps)
     if "long" in args.parts:
-        learning_curve(bench, sizes[-1:], args.long_steps)
+        learning_curve(bench, sizes[-1:], args.long_steps, args.long_precision)
     if "timing" in args.parts:
         timing(bench, sizes[0], args.timing_steps)
     if "warm" in args.parts:
         warm_start(bench, round(sizes[-1] / 1.1), args.steps)
     if "ensemble" in args.parts:
         ensemble(bench, sizes[-1], args.steps)
+    if "lr" in args.parts:
+        learning_rates(bench, sizes[-1], args.steps, args.lrs)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 
