@@ -26,8 +26,8 @@ from vesin import ase_neighbor_list
 from eelt import keys
 from eelt.atomic import write_frames
 
-MODEL_ENERGY = "model_energy"  # eV, the ensemble's mean energy (a prediction, not a label)
-KINETIC_TEMPERATURE_K = "kinetic_temperature_K"  # K, instantaneous, from the momenta
+MODEL_ENERGY = keys.MODEL_ENERGY
+KINETIC_TEMPERATURE_K = keys.KINETIC_TEMPERATURE_K
 COMPLETED = "completed"
 _DEVIATION_KEYS = (keys.MAX_DEVI_F, keys.AVG_DEVI_F, keys.DEVI_E)
 
