@@ -244,6 +244,7 @@ class Loop:
                 dump_interval=stage.dump_interval,
                 friction_per_fs=stage.friction_per_fs,
                 seed=int(seed),
+                forces_from=self.config.explore.forces_from,
                 trust_hi_eV_per_A=self.config.examine.trust_hi_eV_per_A,
                 stop_after_failed_dumps=self.config.explore.stop_after_failed_dumps,
                 min_distance_fraction=self.config.explore.min_distance_fraction,

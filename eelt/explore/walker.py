@@ -122,7 +122,9 @@ def run_walker(
     deviation every ``dump_interval`` steps; write the frames to ``out_path`` (extxyz, atomically).
 
     ``calculator`` is any ASE calculator whose results hold ``max_devi_f``, ``avg_devi_f`` and
-    ``devi_e`` next to energy and forces. The input ``atoms`` is not modified.
+    ``devi_e`` next to energy and forces at dump steps; one with a ``request_deviation()``
+    method (EnsembleCalculator) is told before each dump step's force call. The input
+    ``atoms`` is not modified.
     """
     _check_md_args(
         atoms,
@@ -139,6 +141,9 @@ def run_walker(
     work = atoms.copy()
     work.info = {}
     work.calc = calculator
+    request_deviation = getattr(calculator, "request_deviation", None)
+    if request_deviation is not None:
+        request_deviation()  # the first force call is at step 0's positions, a dump
     if len(work) > 1 and not work.constraints:
         work.set_constraint(FixCom())
     # Maxwell-Boltzmann momenta (per component std sqrt(m kB T))
@@ -210,7 +215,14 @@ def run_walker(
                     f"(max_devi_f {max_devi_f:.3g} > {trust_hi_eV_per_A:g} eV/A)"
                 )
 
+    def before_dump() -> None:
+        # forces for the positions of step n + 1 are computed during the next step
+        if (dyn.nsteps + 1) % dump_interval == 0:
+            request_deviation()
+
     dyn.attach(check_forces, interval=1)
+    if request_deviation is not None:
+        dyn.attach(before_dump, interval=1)
     dyn.attach(dump, interval=int(dump_interval))
     stop_reason = COMPLETED
     try:
@@ -247,12 +259,14 @@ def walker_job(
     walker: str,
     *,
     device: str = "cpu",
+    forces_from: str = "first",
     **md_kwargs,
 ) -> WalkerSummary:
     """Entry point a Dask worker runs: load the ensemble from ``ensemble_dir`` (model-*.pt) onto
-    ``device`` and run one walker (``md_kwargs`` as for :func:`run_walker`)."""
+    ``device`` and run one walker driven by ``forces_from`` ("first": member 0, the ensemble at
+    dumps; "mean") (``md_kwargs`` as for :func:`run_walker`)."""
     from eelt.model import Ensemble, EnsembleCalculator
 
     ensemble = Ensemble.load(ensemble_dir, map_location=device)
-    calc = EnsembleCalculator(ensemble)
+    calc = EnsembleCalculator(ensemble, forces_from=forces_from)
     return run_walker(start, calc, out_path=Path(out_path), walker=walker, **md_kwargs)

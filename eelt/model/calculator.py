@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
@@ -21,6 +23,8 @@ from eelt.model.deviation import force_deviation
 from eelt.model.ensemble import Ensemble
 from eelt.model.neighbors import build_graph, collate
 
+FORCES_FROM = ("mean", "first")
+
 
 class EnsembleCalculator(Calculator):
     """Mean of the members (eV, eV/A, eV/A^3) and DeePMD's deviation measures in ``results``.
@@ -29,13 +33,29 @@ class EnsembleCalculator(Calculator):
     devi_e (eV/atom), member_energies (K,) eV, member_forces (K, N, 3) eV/A. Stress, and the
     virial deviation max_devi_v / avg_devi_v (eV/atom), only for cells with a periodic
     direction and a nonzero volume.
+
+    ``forces_from="first"`` is the way DeePMD-kit's LAMMPS plugin runs a model deviation: energy,
+    forces and stress are member 0's, and a calculation evaluates only member 0 unless
+    :meth:`request_deviation` was called before it; then all members run and the deviations
+    are in ``results``. An MD run that dumps every n steps pays for the ensemble once per dump.
     """
 
     implemented_properties = [ENERGY, "free_energy", FORCES, STRESS]
 
-    def __init__(self, ensemble: Ensemble, **kwargs) -> None:
+    def __init__(
+        self, ensemble: Ensemble, forces_from: Literal["mean", "first"] = "mean", **kwargs
+    ) -> None:
         super().__init__(**kwargs)
+        if forces_from not in FORCES_FROM:
+            raise ValueError(f"forces_from must be 'mean' or 'first', got {forces_from!r}")
         self.ensemble = ensemble
+        self.forces_from = forces_from
+        self._deviation_requested = False
+
+    def request_deviation(self) -> None:
+        """Evaluate every member in the next calculation (with ``forces_from="first"``; with
+        "mean" every calculation does)."""
+        self._deviation_requested = True
 
     def calculate(
         self,
@@ -49,14 +69,27 @@ class EnsembleCalculator(Calculator):
         graph = build_graph(atoms, model.type_map, model.rcut_A)
         batch = collate([graph], dtype=model.dtype, device=model.device)
         volume = abs(atoms.cell.volume) if atoms.pbc.any() else 0.0
-        out = model(batch, virial=volume > 0)
+        first_only = self.forces_from == "first" and not self._deviation_requested
+        self._deviation_requested = False
+        out = model(batch, virial=volume > 0, n_members=1 if first_only else None)
         energies = out["energy"][:, 0].cpu().double().numpy()
         forces = out["forces"].cpu().double().numpy()
-        forces_std = force_deviation(forces)
+        virials = out["virial"][:, 0].cpu().double().numpy() if volume > 0 else None  # eV
+        # the prediction that drives: member 0's (DeePMD's way) or the members' mean
+        first = self.forces_from == "first"
+        energy = float(energies[0] if first else energies.mean())
         self.results = {
-            ENERGY: float(energies.mean()),
-            "free_energy": float(energies.mean()),
-            FORCES: forces.mean(0),
+            ENERGY: energy,
+            "free_energy": energy,
+            FORCES: forces[0] if first else forces.mean(0),
+        }
+        if virials is not None:
+            virial = virials[0] if first else virials.mean(0)
+            self.results[STRESS] = full_3x3_to_voigt_6_stress(-virial / volume)
+        if first_only:
+            return
+        forces_std = force_deviation(forces)
+        self.results |= {
             "energy_std": float(energies.std()),
             FORCES_STD: forces_std,
             MAX_DEVI_F: float(forces_std.max()) if len(atoms) else 0.0,
@@ -65,9 +98,7 @@ class EnsembleCalculator(Calculator):
             "member_energies": energies,
             "member_forces": forces,
         }
-        if volume > 0:
-            virials = out["virial"][:, 0].cpu().double().numpy()  # (K, 3, 3) eV
-            self.results[STRESS] = full_3x3_to_voigt_6_stress(-virials.mean(0) / volume)
+        if virials is not None:
             devi_v = (virials / len(atoms)).std(axis=0)  # eV/atom, per component
             self.results[MAX_DEVI_V] = float(devi_v.max())
             self.results[AVG_DEVI_V] = float(devi_v.mean())

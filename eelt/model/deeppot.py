@@ -70,6 +70,12 @@ class DeepPot(MemberStack):
         """The normalisation buffers per element (s in 1/Angstrom, shift in eV), for reports."""
         return {name: getattr(self, name)[0].tolist() for name in (*STAT_NAMES, "energy_shift")}
 
+    def with_precision(self, precision: str) -> DeepPot:
+        """A copy in ``precision`` ("float32"/"float64"), weights and statistics cast, same device."""
+        model = DeepPot(**{**self.hparams, "precision": precision})
+        model.load_state_dict(self.state_dict())  # copy_ casts each tensor
+        return model.to(self.device)
+
     def forward(
         self, batch: Batch, forces: bool = True, virial: bool = False, create_graph: bool = False
     ) -> dict[str, torch.Tensor]:

@@ -71,18 +71,24 @@ class Ensemble(MemberStack):
         members = [DeepPot.load(path, map_location) for _, path in sorted(found)]
         return cls(members)
 
-    def forward(self, batch: Batch, virial: bool = False) -> dict[str, torch.Tensor]:
+    def forward(
+        self, batch: Batch, virial: bool = False, n_members: int | None = None
+    ) -> dict[str, torch.Tensor]:
         """energy (K, F) eV, atom_energy (K, N), forces (K, N, 3) eV/A, virial (K, F, 3, 3) eV.
 
-        Members run together in groups whose widest per-pair tensor stays below
-        MEMBER_GROUP_ELEMENTS (CPU) or ACCELERATOR_GROUP_ELEMENTS.
+        K is ``n_members`` (the first ones; None: all). Members run together in groups whose
+        widest per-pair tensor stays below MEMBER_GROUP_ELEMENTS (CPU) or
+        ACCELERATOR_GROUP_ELEMENTS.
         """
+        n_members = self.n_members if n_members is None else int(n_members)
+        if not 1 <= n_members <= self.n_members:
+            raise ValueError(f"n_members must be in 1..{self.n_members}, got {n_members}")
         widest = self.embedding[0].weights[-1].shape[-1]
         per_member = max(1, batch.n_atoms * sum(batch.sel) * widest)
         budget = MEMBER_GROUP_ELEMENTS if self.device.type == "cpu" else ACCELERATOR_GROUP_ELEMENTS
         group = max(1, budget // per_member)
         outs = [
-            self.evaluate(batch, True, virial, False, members=slice(k, k + group))
-            for k in range(0, self.n_members, group)
+            self.evaluate(batch, True, virial, False, members=slice(k, min(k + group, n_members)))
+            for k in range(0, n_members, group)
         ]
         return {key: torch.cat([out[key] for out in outs]).detach() for key in outs[0]}

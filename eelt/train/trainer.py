@@ -108,6 +108,15 @@ def _adam(params, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr)
 
 
+def frames_per_batch(batch_size: int | str, mean_atoms: float) -> int:
+    """Frames per training step: ``batch_size`` itself, or for DeePMD's "auto:N" ("auto" =
+    "auto:32") the fewest frames holding at least N atoms (frames of ``mean_atoms`` atoms)."""
+    if isinstance(batch_size, int):
+        return batch_size
+    target = int(batch_size.partition(":")[2] or 32)
+    return max(1, math.ceil(target / max(mean_atoms, 1.0)))
+
+
 def _pick_device(device: str | None) -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -150,7 +159,8 @@ def train_member(
     """Train one member on the extxyz files and save it to ``out_path`` (curve: same name, .csv).
 
     Cold start: a new DeepPot(seed) with statistics from the training split; warm start
-    (``init_from``): that checkpoint's weights and statistics. ``steps``/``start_lr`` override
+    (``init_from``): that checkpoint's weights and statistics. Trains in ``train.precision``
+    and saves in ``train.model.precision``. ``steps``/``start_lr`` override
     the config's. Raises TrainingDiverged when the loss turns NaN/inf or blows up.
     ``torch_threads``: intra-op threads while training (None: leave the caller's setting).
     """
@@ -200,14 +210,15 @@ def _train_member(
     if init_from is not None:
         if not Path(init_from).is_file():
             raise FileNotFoundError(f"{who}: init_from checkpoint {init_from} does not exist")
-        model = DeepPot.load(init_from)
+        model = DeepPot.load(init_from).with_precision(train.precision)
         if list(model.type_map) != list(type_map):
             raise ValueError(
                 f"{who}: init_from {init_from} has type_map {list(model.type_map)}, "
                 f"expected {list(type_map)}"
             )
     else:
-        model = DeepPot(list(type_map), **model_kwargs(train.model), seed=seed)
+        kwargs = model_kwargs(train.model) | {"precision": train.precision}
+        model = DeepPot(list(type_map), **kwargs, seed=seed)
         model.set_statistics([frames[i] for i in train_idx])
     model = model.to(dev)
     dtype = model.dtype
@@ -227,13 +238,15 @@ def _train_member(
     )
     use_virial = schedule.uses_virial and any(f.virial_eV is not None for f in train_frames)
     optimizer = _adam(model.parameters(), start_lr)
-    order = _BatchOrder(np.arange(len(train_frames)), train.batch_size, seed)
+    mean_atoms = float(np.mean([f.n_atoms for f in train_frames])) if train_frames else 1.0
+    batch_size = frames_per_batch(train.batch_size, mean_atoms)
+    order = _BatchOrder(np.arange(len(train_frames)), batch_size, seed)
     log_every = max(1, steps // 100)
     rows: list[dict[str, float]] = []
     ema = math.nan
     settle_steps = min(
         steps // 10,
-        max(2 * int(1 / _LOSS_SMOOTHING), len(train_frames) // max(1, train.batch_size)),
+        max(2 * int(1 / _LOSS_SMOOTHING), len(train_frames) // batch_size),
     )
     refit_every = max(log_every, steps // 10)
     # warm starts ramp up too: fresh Adam moments on a trained net jumped the validation
@@ -304,6 +317,7 @@ def _train_member(
         if (step + 1) % refit_every == 0:
             refit_energy_shift(model, train_frames)
 
+    model = model.with_precision(train.model.precision)
     model.eval()
     refit_energy_shift(model, train_frames)
     train_e, train_f = rmse_of_labeled(model, train_frames)

@@ -62,6 +62,37 @@ def test_molecule_has_no_stress(methanol, small):
         methanol.get_stress()
 
 
+def test_forces_from_first_runs_member_0_and_the_ensemble_on_request(cell_ensemble, cu_au_cell):
+    first = cu_au_cell.copy()
+    first.calc = EnsembleCalculator(cell_ensemble, forces_from="first")
+    mean = cu_au_cell.copy()
+    mean.calc = EnsembleCalculator(cell_ensemble)
+    full = mean.calc.results if mean.get_forces() is not None else None
+    # a plain call: member 0 only, no deviation
+    forces = first.get_forces()
+    results = dict(first.calc.results)
+    assert MAX_DEVI_F not in results and "member_forces" not in results
+    np.testing.assert_allclose(forces, full["member_forces"][0], atol=1e-12)
+    assert results["energy"] == pytest.approx(full["member_energies"][0], abs=1e-12)
+    assert np.abs(forces - full["forces"]).max() > 1e-4  # member 0 is not the mean
+    numeric = calculate_numerical_stress(first, 1e-5)
+    np.testing.assert_allclose(first.get_stress(), numeric, atol=1e-7 * np.abs(numeric).max())
+    # after a request: every member runs once, member 0 still drives
+    first.calc.request_deviation()
+    first.positions[0] += 0.01
+    mean.positions[0] += 0.01
+    forces = first.get_forces()
+    results, full = first.calc.results, mean.calc.results if mean.get_forces() is not None else None
+    np.testing.assert_allclose(forces, full["member_forces"][0], atol=1e-12)
+    for key in (MAX_DEVI_F, AVG_DEVI_F, DEVI_E, MAX_DEVI_V, AVG_DEVI_V):
+        assert results[key] == pytest.approx(full[key], rel=1e-10), key
+    first.positions[0] += 0.01  # the request was used up
+    first.get_forces()
+    assert MAX_DEVI_F not in first.calc.results
+    with pytest.raises(ValueError, match="forces_from"):
+        EnsembleCalculator(cell_ensemble, forces_from="median")
+
+
 def test_unknown_element(methanol, small):
     methanol.calc = EnsembleCalculator(Ensemble([DeepPot(["C", "H"], **small)]))
     with pytest.raises(ValueError, match="element O"):

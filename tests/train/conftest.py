@@ -59,6 +59,7 @@ def tiny_train(**overrides) -> TrainConfig:
         model=model,
         steps=300,
         batch_size=4,
+        precision="float64",
         start_lr=1e-2,
         stop_lr=3e-4,
         validation_fraction=0.2,

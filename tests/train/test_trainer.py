@@ -1,12 +1,14 @@
 import math
 
+import ase.io
 import pytest
 import torch
 
 from eelt.model import DeepPot
-from eelt.train import MemberResult, TrainingDiverged, train_member
+from eelt.train import MemberResult, TrainingDiverged, evaluate_rmse, train_member
 from eelt.train.curves import read_curve
-from eelt.train.data import collate_labeled, label_frames, read_frames
+from eelt.train.data import collate_labeled, label_frames, read_frames, split_train_validation
+from eelt.train.trainer import frames_per_batch
 
 from .conftest import TYPE_MAP, tiny_train
 
@@ -111,3 +113,23 @@ def test_virial_term_trains_the_virial(cu_data, tmp_path):
         rmse[pref_v] = _virial_rmse(DeepPot.load(tmp_path / f"v{pref_v}.pt"), labeled)
     assert rmse[1.0] < 0.85 * rmse[0.0], rmse
     assert rmse[1.0] < 0.16, rmse
+
+
+def test_float32_training_saves_the_model_precision(cu_data, tmp_path):
+    train = tiny_train(precision="float32", steps=60, batch_size="auto:64")
+    result = train_member([cu_data], tmp_path / "m.pt", train, TYPE_MAP, seed=0)
+    model = DeepPot.load(tmp_path / "m.pt")
+    assert model.dtype == torch.float64 and model.hparams["precision"] == "float64"
+    # the reported validation error is the saved float64 model's
+    frames = ase.io.read(cu_data, ":")
+    _, val_idx = split_train_validation(len(frames), train.validation_fraction, train.seed)
+    check = evaluate_rmse(model, [frames[i] for i in val_idx])
+    assert check["force_rmse_meV_per_A"] == pytest.approx(result.val_force_rmse_meV_per_A, 1e-9)
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "mean_atoms", "frames"),
+    [(4, 9.0, 4), ("auto", 9.0, 4), ("auto:256", 9.0, 29), ("auto:256", 512.0, 1)],
+)
+def test_frames_per_batch(batch_size, mean_atoms, frames):
+    assert frames_per_batch(batch_size, mean_atoms) == frames
