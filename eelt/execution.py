@@ -57,19 +57,35 @@ def jobqueue_cluster(cfg: ExecutionConfig, log_dir: Path | None = None):
     return cls(**kwargs)
 
 
+# Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which turns off glibc's
+# dynamic mmap threshold: every large torch tensor is then mapped and unmapped anew, and a
+# training step took 1.5x as long (measured: 150 steps of ethanol 17.2 s against 11.3 s).
+MALLOC_VARIABLE = "MALLOC_TRIM_THRESHOLD_"
+
+
+def worker_environ() -> dict:
+    """The environment Dask's nanny gives new worker processes, without MALLOC_VARIABLE."""
+    import dask
+
+    environ = dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {}
+    return {key: value for key, value in environ.items() if key != MALLOC_VARIABLE}
+
+
 def local_cluster(cfg: ExecutionConfig):
     """A Dask LocalCluster of worker processes listening on ``cfg.host`` only."""
+    import dask
     from distributed import LocalCluster
 
-    return LocalCluster(
-        n_workers=cfg.n_workers,
-        threads_per_worker=cfg.threads_per_worker,
-        processes=True,
-        host=cfg.host,
-        dashboard_address=cfg.dashboard_address,
-        memory_limit=cfg.memory_per_worker,
-        resources=_worker_resources(cfg) or None,
-    )
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ()}):
+        return LocalCluster(
+            n_workers=cfg.n_workers,
+            threads_per_worker=cfg.threads_per_worker,
+            processes=True,
+            host=cfg.host,
+            dashboard_address=cfg.dashboard_address,
+            memory_limit=cfg.memory_per_worker,
+            resources=_worker_resources(cfg) or None,
+        )
 
 
 @contextmanager
