@@ -107,13 +107,11 @@ class Bench:
         write_json(self.out_dir / key / "result.json", clean)
 
 
-def learning_curve(bench: Bench, sizes: list[int], steps: int, precision: str = "float64") -> None:
-    train = TrainConfig(
-        steps=steps, validation_fraction=0.0, model=ModelConfig(precision=precision)
-    )
-    tag = "" if precision == "float64" else f"-{precision}"
+def learning_curve(bench: Bench, sizes: list[int], steps: int, precision: str = "float32") -> None:
+    train = TrainConfig(steps=steps, validation_fraction=0.0, precision=precision)
+    tag = "" if precision == "float32" else f"-{precision}"
     print(
-        f"\nLearning curve: one member, {steps} steps, default model ({precision}); "
+        f"\nLearning curve: one member, {steps} steps, default model (trained in {precision}); "
         f"test: {len(bench.test)} frames"
     )
     print(
@@ -139,7 +137,10 @@ def timing(bench: Bench, n: int, steps: int) -> None:
     )
     for precision in ("float64", "float32"):
         train = TrainConfig(
-            steps=steps, validation_fraction=0.0, model=ModelConfig(precision=precision)
+            steps=steps,
+            validation_fraction=0.0,
+            precision=precision,
+            model=ModelConfig(precision=precision),
         )
         cells = []
         for threads in (1, 2):
@@ -278,7 +279,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 200, 400])
     parser.add_argument("--steps", type=int, default=TrainConfig().steps)
     parser.add_argument("--long-steps", type=int, default=8000)
-    parser.add_argument("--long-precision", choices=("float64", "float32"), default="float64")
+    parser.add_argument("--long-precision", choices=("float64", "float32"), default="float32")
     parser.add_argument("--timing-steps", type=int, default=200)
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 2e-3])
     parser.add_argument("--threads", type=int, default=1, help="torch threads per member")
