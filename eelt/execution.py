@@ -26,6 +26,20 @@ JOBQUEUE_CLUSTERS = {
 }
 
 
+# Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which turns off glibc's
+# dynamic mmap threshold: every large torch tensor is then mapped and unmapped anew, and a
+# training step took 1.5x as long (measured: 150 steps of ethanol 17.2 s against 11.3 s;
+# a large trim threshold alone is as slow). A local cluster unsets it (None in Dask's config);
+# a batch job, whose worker reads Dask's defaults, sets both thresholds high (12.5 s), and the
+# nanny passes the job's own value on.
+MALLOC_VARIABLE = "MALLOC_TRIM_THRESHOLD_"
+KEEP_GLIBC_MALLOC = {f"distributed.nanny.pre-spawn-environ.{MALLOC_VARIABLE}": None}
+BATCH_MALLOC_EXPORTS = (
+    f"export {MALLOC_VARIABLE}={64 * 2**20}",
+    f"export MALLOC_MMAP_THRESHOLD_={32 * 2**20}",  # glibc's largest
+)
+
+
 def _worker_resources(cfg: ExecutionConfig) -> dict[str, float]:
     return {"GPU": cfg.gpus_per_worker} if cfg.gpus_per_worker else {}
 
@@ -49,7 +63,7 @@ def jobqueue_cluster(cfg: ExecutionConfig, log_dir: Path | None = None):
         queue=cfg.queue,
         account=cfg.account,
         job_extra_directives=list(cfg.job_extra_directives),
-        job_script_prologue=list(cfg.job_script_prologue),
+        job_script_prologue=[*BATCH_MALLOC_EXPORTS, *cfg.job_script_prologue],
         worker_extra_args=worker_extra_args,
         scheduler_options=scheduler_options,
         log_directory=str(log_dir) if log_dir else None,
@@ -57,26 +71,12 @@ def jobqueue_cluster(cfg: ExecutionConfig, log_dir: Path | None = None):
     return cls(**kwargs)
 
 
-# Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which turns off glibc's
-# dynamic mmap threshold: every large torch tensor is then mapped and unmapped anew, and a
-# training step took 1.5x as long (measured: 150 steps of ethanol 17.2 s against 11.3 s).
-MALLOC_VARIABLE = "MALLOC_TRIM_THRESHOLD_"
-
-
-def worker_environ() -> dict:
-    """The environment Dask's nanny gives new worker processes, without MALLOC_VARIABLE."""
-    import dask
-
-    environ = dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {}
-    return {key: value for key, value in environ.items() if key != MALLOC_VARIABLE}
-
-
 def local_cluster(cfg: ExecutionConfig):
     """A Dask LocalCluster of worker processes listening on ``cfg.host`` only."""
     import dask
     from distributed import LocalCluster
 
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ()}):
+    with dask.config.set(KEEP_GLIBC_MALLOC):
         return LocalCluster(
             n_workers=cfg.n_workers,
             threads_per_worker=cfg.threads_per_worker,

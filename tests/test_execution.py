@@ -1,9 +1,16 @@
 """The executors stages submit to: a local Dask cluster bound to loopback, a thread pool."""
 
 import os
+import subprocess
+import sys
 
 from eelt.config import ExecutionConfig
-from eelt.execution import MALLOC_VARIABLE, open_executor
+from eelt.execution import (
+    BATCH_MALLOC_EXPORTS,
+    MALLOC_VARIABLE,
+    jobqueue_cluster,
+    open_executor,
+)
 
 
 def _worker_environment() -> tuple[str | None, str | None]:
@@ -18,3 +25,39 @@ def test_local_workers_keep_glibc_malloc_defaults():
     assert malloc is None  # Dask's 65536 made torch training 1.5x slower
     assert omp == "1"  # one OpenMP thread per single-threaded worker, as Dask sets it
     assert address.startswith("tcp://127.0.0.1:")
+
+
+WORKER_REPORT = """
+import os, sys
+from distributed import Client, LocalCluster
+
+if __name__ == "__main__":
+    with LocalCluster(n_workers=1, processes=True, host="127.0.0.1", dashboard_address=None) as c:
+        with Client(c) as client:
+            print(*client.submit(lambda: [os.environ.get(k) for k in sys.argv[1:]]).result())
+"""
+
+
+def test_batch_job_exports_reach_dask_workers(tmp_path):
+    # what the job script of a batch worker exports first; then a plain Dask nanny starts it
+    script = tmp_path / "report.py"
+    script.write_text(WORKER_REPORT)
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in BATCH_MALLOC_EXPORTS)
+    names = sorted(exports)
+    command = [sys.executable, str(script), *names]
+    plain = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, **exports}
+    fixed = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert "65536" in plain.stdout.split()  # Dask's default, the slow one
+    assert fixed.stdout.split() == [exports[k] for k in names], fixed.stderr[-2000:]
+
+
+def test_batch_job_script_starts_with_the_export():
+    cfg = ExecutionConfig(kind="slurm", n_workers=1, dashboard_address=None)
+    cluster = jobqueue_cluster(cfg)
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    for line in BATCH_MALLOC_EXPORTS:
+        assert script.index(line) < script.index("distributed.cli.dask_worker")
