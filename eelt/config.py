@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -76,6 +77,18 @@ class ExploreConfig(Section):
         default=0.5,
         description="a walker stops when two atoms come closer than this x covalent radii sum",
     )
+    max_bond_fraction: float = Field(
+        default=2.0,
+        description="a walker stops when an atom has no other atom within this x covalent radii "
+        "sum (a fragment flying off, which the deviation cannot see beyond rcut); 0: off",
+    )
+
+    @field_validator("max_bond_fraction")
+    @classmethod
+    def _bond_fraction(cls, value: float) -> float:
+        if value != 0 and value < 1:
+            raise ValueError(f"must be 0 (off) or >= 1, got {value}")
+        return value
 
 
 class ExamineConfig(Section):

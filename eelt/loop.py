@@ -248,6 +248,7 @@ class Loop:
                 trust_hi_eV_per_A=self.config.examine.trust_hi_eV_per_A,
                 stop_after_failed_dumps=self.config.explore.stop_after_failed_dumps,
                 min_distance_fraction=self.config.explore.min_distance_fraction,
+                max_bond_fraction=self.config.explore.max_bond_fraction,
             )
             jobs[future] = name
         walkers, failed = [], []

@@ -72,6 +72,21 @@ def closest_contact(atoms: Atoms, min_distance_fraction: float) -> tuple[int, in
     return a, b, float(d[worst])
 
 
+def isolated_atoms(atoms: Atoms, max_bond_fraction: float) -> list[tuple[int, float]]:
+    """Atoms with no other atom within ``max_bond_fraction`` x the sum of covalent radii
+    (periodic images included): [(index, distance to the nearest atom in Angstrom or inf)]."""
+    if max_bond_fraction <= 0 or len(atoms) < 2:
+        return []
+    radii = covalent_radii[atoms.numbers]
+    cutoff = max_bond_fraction * 2.0 * float(radii.max())
+    i, j, d = ase_neighbor_list("ijd", atoms, cutoff)
+    bonded = np.zeros(len(atoms), dtype=bool)
+    bonded[i[d < max_bond_fraction * (radii[i] + radii[j])]] = True
+    nearest = np.full(len(atoms), np.inf)
+    np.minimum.at(nearest, i, d)
+    return [(int(k), float(nearest[k])) for k in np.flatnonzero(~bonded)]
+
+
 def _check_md_args(
     atoms: Atoms,
     temperature_K: float,
@@ -81,6 +96,7 @@ def _check_md_args(
     friction_per_fs: float,
     stop_after_failed_dumps: int,
     min_distance_fraction: float,
+    max_bond_fraction: float,
 ) -> None:
     if len(atoms) == 0:
         raise ValueError("run_walker: the start structure has no atoms")
@@ -100,6 +116,8 @@ def _check_md_args(
         )
     if not 0 <= min_distance_fraction < 1:
         raise ValueError(f"min_distance_fraction must be in [0, 1), got {min_distance_fraction!r}")
+    if not (max_bond_fraction == 0 or max_bond_fraction >= 1):
+        raise ValueError(f"max_bond_fraction must be 0 (off) or >= 1, got {max_bond_fraction!r}")
 
 
 def run_walker(
@@ -117,6 +135,7 @@ def run_walker(
     trust_hi_eV_per_A: float | None = None,
     stop_after_failed_dumps: int = 20,
     min_distance_fraction: float = 0.5,
+    max_bond_fraction: float = 2.0,
 ) -> WalkerSummary:
     """Langevin NVT from Maxwell-Boltzmann velocities at ``temperature_K``; dump a frame with the
     deviation every ``dump_interval`` steps; write the frames to ``out_path`` (extxyz, atomically).
@@ -135,7 +154,12 @@ def run_walker(
         friction_per_fs,
         stop_after_failed_dumps,
         min_distance_fraction,
+        max_bond_fraction,
     )
+    # an atom that leaves all others (a fragment flying off) sees no neighbor within rcut: every
+    # member predicts the same nothing there, so the deviation cannot flag it. Atoms already
+    # alone in the start structure are not watched.
+    alone_at_start = {k for k, _ in isolated_atoms(atoms, max_bond_fraction)}
     start_time = time.perf_counter()
     rng = np.random.default_rng(seed)
     work = atoms.copy()
@@ -186,6 +210,12 @@ def run_walker(
         if contact is not None:
             i, j, d = contact
             raise _WalkerStop(f"atoms too close: {i}-{j} {d:.3f} A")
+        for k, nearest in isolated_atoms(work, max_bond_fraction):
+            if k not in alone_at_start:
+                raise _WalkerStop(
+                    f"atom {k} ({work.get_chemical_symbols()[k]}) left the others: nearest "
+                    f"{nearest:.2f} A, beyond {max_bond_fraction:g} x covalent radii"
+                )
         frame = Atoms(
             numbers=work.numbers.copy(),
             positions=work.positions.copy(),

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.build import molecule
+from ase.build import bulk, molecule
+from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 
 from eelt import keys
@@ -10,6 +11,7 @@ from eelt.explore import (
     KINETIC_TEMPERATURE_K,
     MODEL_ENERGY,
     closest_contact,
+    isolated_atoms,
     read_trajectory,
     run_walker,
 )
@@ -148,6 +150,7 @@ def test_calculator_without_deviation_is_refused(cu_small, tmp_path):
         (dict(friction_per_fs=0.0), "friction_per_fs"),
         (dict(stop_after_failed_dumps=0), "stop_after_failed_dumps"),
         (dict(min_distance_fraction=1.5), "min_distance_fraction"),
+        (dict(max_bond_fraction=0.5), "max_bond_fraction"),
     ],
 )
 def test_bad_arguments_named(cu_small, committee, tmp_path, bad, match):
@@ -189,3 +192,46 @@ def test_langevin_reaches_target_temperature(cu32, committee, tmp_path):
     temps = np.array([f.info[KINETIC_TEMPERATURE_K] for f in frames])
     assert summary.stop_reason == COMPLETED and len(frames) == 201
     assert temps[len(temps) // 2 :].mean() == pytest.approx(600.0, abs=100.0)
+
+
+class PushAway(Calculator):
+    """The committee's results plus a constant force (eV/A) on one atom along +x."""
+
+    implemented_properties = ["energy", "free_energy", "forces"]
+
+    def __init__(self, inner: Calculator, atom: int, force_eV_per_A: float, **kwargs):
+        super().__init__(**kwargs)
+        self.inner, self.atom, self.force = inner, atom, force_eV_per_A
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        work = self.atoms.copy()
+        work.calc = self.inner
+        work.get_forces()
+        self.results = dict(self.inner.results)
+        self.results["forces"] = self.results["forces"].copy()
+        self.results["forces"][self.atom, 0] += self.force
+
+
+def test_stops_when_an_atom_flies_off_and_keeps_the_frames_before(committee_factory, tmp_path):
+    atoms = molecule("H2O")
+    calc = PushAway(committee_factory(), atom=1, force_eV_per_A=20.0)
+    summary = _run(atoms, calc, tmp_path, n_steps=200, dump_interval=2, timestep_fs=0.5)
+    assert summary.stop_reason.startswith("atom 1 (H) left the others"), summary.stop_reason
+    frames = read_trajectory(summary.trajectory)
+    assert 0 < len(frames) < 100
+    assert all(isolated_atoms(f, 2.0) == [] for f in frames)  # the escaped frame is not kept
+    # off: the same push runs to the end
+    free = _run(atoms, calc, tmp_path, name="off", n_steps=40, max_bond_fraction=0.0)
+    assert free.stop_reason == COMPLETED
+
+
+def test_isolated_atoms():
+    water = molecule("H2O")
+    assert isolated_atoms(water, 2.0) == []
+    water.positions[2] += [3.0, 0.0, 0.0]
+    ((index, nearest),) = isolated_atoms(water, 2.0)
+    assert index == 2 and nearest > 2.0
+    assert isolated_atoms(water, 0.0) == []  # off
+    cu = bulk("Cu", "fcc", a=3.6)  # one atom per cell: bonded to its periodic images
+    assert isolated_atoms(cu, 2.0) == []
