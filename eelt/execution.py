@@ -9,6 +9,7 @@ scheduler through dask-jobqueue. Every server binds to ``execution.host``
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -76,6 +77,11 @@ def local_cluster(cfg: ExecutionConfig):
     import dask
     from distributed import LocalCluster
 
+    # an earlier Dask nanny in this process left its value in os.environ (nannies set their
+    # pre-spawn variables in the parent process), where new workers would inherit it
+    dask_value = dask.config.get(f"distributed.nanny.pre-spawn-environ.{MALLOC_VARIABLE}", None)
+    if dask_value is not None and os.environ.get(MALLOC_VARIABLE) == str(dask_value):
+        del os.environ[MALLOC_VARIABLE]
     with dask.config.set(KEEP_GLIBC_MALLOC):
         return LocalCluster(
             n_workers=cfg.n_workers,

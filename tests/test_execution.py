@@ -17,7 +17,9 @@ def _worker_environment() -> tuple[str | None, str | None]:
     return os.environ.get(MALLOC_VARIABLE), os.environ.get("OMP_NUM_THREADS")
 
 
-def test_local_workers_keep_glibc_malloc_defaults():
+def test_local_workers_keep_glibc_malloc_defaults(monkeypatch):
+    # as left behind by an earlier default Dask cluster in this process
+    monkeypatch.setenv(MALLOC_VARIABLE, "65536")
     cfg = ExecutionConfig(kind="local", n_workers=1, dashboard_address=None)
     with open_executor(cfg) as executor:
         malloc, omp = executor.submit(_worker_environment).result(timeout=60)
