@@ -68,16 +68,14 @@ def make_committee(epsilon_eV: float = 0.005) -> CommitteeCalculator:
     return CommitteeCalculator(EMT(), [None, lj(epsilon_eV), lj(-epsilon_eV)])
 
 
-class NaNAfterCalculator(Calculator):
-    """Wraps a calculator and returns NaN forces from its ``n_good``-th evaluation on."""
+class WrappingCalculator(Calculator):
+    """Runs an inner calculator; subclasses change its results in ``adjust``."""
 
     implemented_properties = ["energy", "free_energy", "forces"]
 
-    def __init__(self, inner: Calculator, n_good: int, **kwargs):
+    def __init__(self, inner: Calculator, **kwargs):
         super().__init__(**kwargs)
         self.inner = inner
-        self.n_good = n_good
-        self.n_calls = 0
 
     def calculate(self, atoms=None, properties=None, system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -85,6 +83,22 @@ class NaNAfterCalculator(Calculator):
         work.calc = self.inner
         work.get_forces()
         self.results = dict(self.inner.results)
+        self.results["forces"] = self.results["forces"].copy()
+        self.adjust()
+
+    def adjust(self) -> None:
+        """Change ``self.results`` in place."""
+
+
+class NaNAfterCalculator(WrappingCalculator):
+    """Wraps a calculator and returns NaN forces from its ``n_good``-th evaluation on."""
+
+    def __init__(self, inner: Calculator, n_good: int, **kwargs):
+        super().__init__(inner, **kwargs)
+        self.n_good = n_good
+        self.n_calls = 0
+
+    def adjust(self) -> None:
         if self.n_calls >= self.n_good:
             self.results["forces"] = np.full_like(self.results["forces"], np.nan)
         self.n_calls += 1

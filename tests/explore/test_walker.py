@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk, molecule
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import Calculator
 from ase.calculators.emt import EMT
 
 from eelt import keys
@@ -15,6 +15,8 @@ from eelt.explore import (
     read_trajectory,
     run_walker,
 )
+
+from .conftest import WrappingCalculator
 
 MD = dict(temperature_K=300.0, timestep_fs=2.0, friction_per_fs=0.01)
 
@@ -194,22 +196,14 @@ def test_langevin_reaches_target_temperature(cu32, committee, tmp_path):
     assert temps[len(temps) // 2 :].mean() == pytest.approx(600.0, abs=100.0)
 
 
-class PushAway(Calculator):
+class PushAway(WrappingCalculator):
     """The committee's results plus a constant force (eV/A) on one atom along +x."""
 
-    implemented_properties = ["energy", "free_energy", "forces"]
-
     def __init__(self, inner: Calculator, atom: int, force_eV_per_A: float, **kwargs):
-        super().__init__(**kwargs)
-        self.inner, self.atom, self.force = inner, atom, force_eV_per_A
+        super().__init__(inner, **kwargs)
+        self.atom, self.force = atom, force_eV_per_A
 
-    def calculate(self, atoms=None, properties=None, system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
-        work = self.atoms.copy()
-        work.calc = self.inner
-        work.get_forces()
-        self.results = dict(self.inner.results)
-        self.results["forces"] = self.results["forces"].copy()
+    def adjust(self) -> None:
         self.results["forces"][self.atom, 0] += self.force
 
 
