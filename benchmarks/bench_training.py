@@ -12,11 +12,14 @@ directory to start over):
   force RMSE (meV/Angstrom) on the held-out test split.
 - ``timing``: wall seconds per 1000 training steps, float64 and float32, one member on 1 and on 2
   torch threads, and two members at once on one thread each (their throughput).
-- ``warm``: an EELT-like iteration: a model trained on N frames, then ~10% new frames; (a) warm
-  start (init_from, ``warm_steps`` at ``warm_start_lr``) against (b) from scratch (``steps`` at
-  ``start_lr``), both with the default 10% validation split of the same file. Target: (b)'s final
-  validation force RMSE; the table gives the step and wall time at which each run first reaches
-  it, read from the learning-curve csv next to the checkpoint.
+- ``warm``: an EELT-like iteration: a model trained on N frames (``--warm-old``), then
+  ``--warm-fraction`` x N new frames; (a) warm start (init_from, ``warm_steps`` at
+  ``warm_start_lr``) against (b) from scratch (``steps`` at ``start_lr``), both with the default
+  10% validation split of the same file. ``--warm-new hot`` (default), as when an iteration
+  explores a higher temperature: the N old frames come from the cooler walkers and the new ones
+  from the hottest; ``same``: both from the same MD (the first frames of the pool). Target: (b)'s
+  final validation force RMSE; the table gives the step and wall time at which each run first
+  reaches it, read from the learning-curve csv next to the checkpoint.
 - ``ensemble``: four members on the largest size; test RMSE of their mean and of each member.
 - ``long``: the largest size with ``--long-steps`` steps, to see what the default budget leaves.
 - ``lr``: the largest size at the default steps with each of ``--lrs`` as start_lr.
@@ -34,6 +37,7 @@ from pathlib import Path
 import ase.io
 import torch
 
+from eelt import keys
 from eelt.atomic import read_json, write_frames, write_json
 from eelt.config import ModelConfig, TrainConfig
 from eelt.model import DeepPot, Ensemble
@@ -61,19 +65,40 @@ class Bench:
 
     def subset(self, n: int) -> str:
         """File of the first ``n`` frames of the train pool."""
-        path = self.out_dir / "data" / f"train_first_{n}.extxyz"
+        return self.frames_file(f"train_first_{n}", self.pool[:n])
+
+    def frames_file(self, name: str, frames: list) -> str:
+        path = self.out_dir / "data" / f"{name}.extxyz"
         if not path.is_file():
-            write_frames(path, self.pool[:n])
+            write_frames(path, frames)
         return str(path)
 
-    def train(self, key: str, n: int, train: TrainConfig, seed: int = 0, **kwargs) -> dict:
-        """Train one member (cached under ``key``); test RMSE of the result."""
+    def hot_split(self, n_old: int, n_new: int) -> tuple[str, str]:
+        """Files of (``n_old`` pool frames below the top temperature, those plus ``n_new`` frames
+        at the top temperature), each in pool order."""
+        top = max(a.info[keys.TEMPERATURE_K] for a in self.pool)
+        cool = [a for a in self.pool if a.info[keys.TEMPERATURE_K] < top]
+        hot = [a for a in self.pool if a.info[keys.TEMPERATURE_K] == top]
+        if n_old > len(cool) or n_new > len(hot):
+            raise SystemExit(
+                f"hot split needs {n_old} frames below {top:g} K (pool has {len(cool)}) and "
+                f"{n_new} at {top:g} K (pool has {len(hot)})"
+            )
+        old = self.frames_file(f"cool_first_{n_old}", cool[:n_old])
+        new = self.frames_file(f"cool_{n_old}_hot_{n_new}", cool[:n_old] + hot[:n_new])
+        return old, new
+
+    def train(
+        self, key: str, n: int, train: TrainConfig, seed: int = 0, data: str | None = None, **kwargs
+    ) -> dict:
+        """Train one member on ``data`` (default: the first ``n`` pool frames), cached under
+        ``key``; test RMSE of the result."""
         if (done := self.result(key)) is not None:
             return done
         checkpoint = self.out_dir / key / "model.pt"
         cpu0 = time.process_time()
         result = train_member(
-            [self.subset(n)],
+            [data or self.subset(n)],
             checkpoint,
             train,
             TYPE_MAP,
@@ -184,23 +209,32 @@ def crossing(curve_csv: str, target: float) -> tuple[int | None, float | None]:
     return None, None
 
 
-def warm_start(bench: Bench, n_old: int, steps: int) -> None:
-    n_new = min(len(bench.pool), round(1.1 * n_old))
+def warm_start(bench: Bench, n_old: int, steps: int, fraction: float, new: str) -> None:
+    n_added = max(1, round(fraction * n_old))
+    n_new = n_old + n_added
     train = TrainConfig(steps=steps)
-    base = bench.train(f"warm-base-{n_old}-{steps}", n_old, train)
-    scratch = bench.train(f"warm-scratch-{n_new}-{steps}", n_new, train)
+    if new == "hot":
+        old_file, new_file = bench.hot_split(n_old, n_added)
+        tag, what = "hot-", "new frames from the hottest walkers"
+    else:
+        n_new = min(len(bench.pool), n_new)
+        old_file, new_file = bench.subset(n_old), bench.subset(n_new)
+        tag, what = "", "new frames from the same MD"
+    base = bench.train(f"warm-{tag}base-{n_old}-{steps}", n_old, train, data=old_file)
+    scratch = bench.train(f"warm-{tag}scratch-{n_new}-{steps}", n_new, train, data=new_file)
     warm = bench.train(
-        f"warm-warm-{n_new}-{train.warm_steps}",
+        f"warm-{tag}warm-{n_new}-{train.warm_steps}",
         n_new,
         train,
+        data=new_file,
         init_from=base["checkpoint"],
         steps=train.warm_steps,
         start_lr=train.warm_start_lr,
     )
     target = scratch["val_force_rmse_meV_per_A"]
     print(
-        f"\nWarm start vs scratch: {n_old} -> {n_new} frames (10% validation); target = "
-        f"scratch's final validation force RMSE {target:.1f} meV/A"
+        f"\nWarm start vs scratch: {n_old} -> {n_new} frames, {what} (10% validation); "
+        f"target = scratch's final validation force RMSE {target:.1f} meV/A"
     )
     print(
         f"{'run':<28} {'steps':>6} {'wall s':>7} {'final val F':>12} {'test F':>7} "
@@ -282,6 +316,9 @@ def main() -> None:
     parser.add_argument("--long-precision", choices=("float64", "float32"), default="float32")
     parser.add_argument("--timing-steps", type=int, default=200)
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 2e-3])
+    parser.add_argument("--warm-old", type=int, default=200, help="frames before the iteration")
+    parser.add_argument("--warm-fraction", type=float, default=0.2, help="new / old frames")
+    parser.add_argument("--warm-new", choices=("hot", "same"), default="hot")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per member")
     args = parser.parse_args()
 
@@ -299,7 +336,7 @@ def main() -> None:
     if "timing" in args.parts:
         timing(bench, sizes[0], args.timing_steps)
     if "warm" in args.parts:
-        warm_start(bench, round(sizes[-1] / 1.1), args.steps)
+        warm_start(bench, args.warm_old, args.steps, args.warm_fraction, args.warm_new)
     if "ensemble" in args.parts:
         ensemble(bench, sizes[-1], args.steps)
     if "lr" in args.parts:
