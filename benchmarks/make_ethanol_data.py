@@ -211,7 +211,9 @@ def sample(executor: Executor, n_frames: int, seed: int, work_dir: Path) -> list
     )
     write_frames(cache, frames)
     write_json(cache_params, params)
-    return frames
+    # label what the file holds (positions rounded by extxyz), so a rerun that reads the
+    # frames back finds the same label hashes in the cache
+    return ase.io.read(cache, ":")
 
 
 def block_split(
