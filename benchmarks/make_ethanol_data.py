@@ -2,7 +2,7 @@
 at 300, 450 and 600 K on a cheap PySCF surface, relabel them at PBE/def2-SVP with eelt's
 labeler over a local Dask cluster, write all frames and a fixed train/test split.
 
-    nice -n 19 python benchmarks/make_ethanol_data.py [--n-frames 300] [--workers 2]
+    nice -n 19 python benchmarks/make_ethanol_data.py [--n-frames 480] [--workers 2]
         [--out-dir benchmarks/data] [--work-dir runs/ethanol-data]
 
 Sampling: Langevin MD (ASE) driven by RHF/STO-3G forces (a PySCF gradient scanner that reuses
@@ -288,7 +288,7 @@ def label_in_chunks(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-frames", type=int, default=300, help="frames to sample and label")
+    parser.add_argument("--n-frames", type=int, default=480, help="frames to sample and label")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/data"))
     parser.add_argument(
         "--work-dir",
