@@ -15,9 +15,11 @@ directory to start over):
 - ``warm``: an EELT-like iteration: a model trained on N frames (``--warm-old``), then
   ``--warm-fraction`` x N new frames; (a) warm start (init_from, ``warm_steps`` at
   ``warm_start_lr``) against (b) from scratch (``steps`` at ``start_lr``), both with the default
-  10% validation split of the same file. ``--warm-new hot`` (default), as when an iteration
-  explores a higher temperature: the N old frames come from the cooler walkers and the new ones
-  from the hottest; ``same``: both from the same MD (the first frames of the pool). Target: (b)'s
+  10% validation split of the same file. ``--warm-new worst`` (default), as an iteration that
+  explores a higher temperature and labels the candidates the model gets wrong: the N old frames
+  come from the cooler walkers, the new ones are the frames of the hottest walkers with the largest
+  force error under the old model; ``hot``: the first frames of the hottest walkers; ``same``:
+  both from the same MD (the first frames of the pool). Target: (b)'s
   final validation force RMSE; the table gives the step and wall time at which each run first
   reaches it, read from the learning-curve csv next to the checkpoint.
 - ``ensemble``: four members on the largest size; test RMSE of their mean and of each member.
@@ -73,20 +75,15 @@ class Bench:
             write_frames(path, frames)
         return str(path)
 
-    def hot_split(self, n_old: int, n_new: int) -> tuple[str, str]:
-        """Files of (``n_old`` pool frames below the top temperature, those plus ``n_new`` frames
-        at the top temperature), each in pool order."""
+    def hot_split(self, n_old: int) -> tuple[str, list]:
+        """(file of the first ``n_old`` pool frames below the top temperature, the frames of the
+        pool that are not in it, at the top temperature)."""
         top = max(a.info[keys.TEMPERATURE_K] for a in self.pool)
         cool = [a for a in self.pool if a.info[keys.TEMPERATURE_K] < top]
         hot = [a for a in self.pool if a.info[keys.TEMPERATURE_K] == top]
-        if n_old > len(cool) or n_new > len(hot):
-            raise SystemExit(
-                f"hot split needs {n_old} frames below {top:g} K (pool has {len(cool)}) and "
-                f"{n_new} at {top:g} K (pool has {len(hot)})"
-            )
-        old = self.frames_file(f"cool_first_{n_old}", cool[:n_old])
-        new = self.frames_file(f"cool_{n_old}_hot_{n_new}", cool[:n_old] + hot[:n_new])
-        return old, new
+        if n_old > len(cool):
+            raise SystemExit(f"need {n_old} frames below {top:g} K; the pool has {len(cool)}")
+        return self.frames_file(f"cool_first_{n_old}", cool[:n_old]), hot
 
     def train(
         self, key: str, n: int, train: TrainConfig, seed: int = 0, data: str | None = None, **kwargs
@@ -209,18 +206,37 @@ def crossing(curve_csv: str, target: float) -> tuple[int | None, float | None]:
     return None, None
 
 
+def worst_frames(checkpoint: str, frames: list, n: int) -> list:
+    """The ``n`` frames with the largest force RMSE under the model, as an iteration's
+    candidates are those where the ensemble disagrees most (kept in their input order)."""
+    model = DeepPot.load(checkpoint)
+    errors = [evaluate_rmse(model, [a])["force_rmse_meV_per_A"] for a in frames]
+    worst = sorted(range(len(frames)), key=lambda i: -errors[i])[:n]
+    return [frames[i] for i in sorted(worst)]
+
+
 def warm_start(bench: Bench, n_old: int, steps: int, fraction: float, new: str) -> None:
     n_added = max(1, round(fraction * n_old))
     n_new = n_old + n_added
     train = TrainConfig(steps=steps)
-    if new == "hot":
-        old_file, new_file = bench.hot_split(n_old, n_added)
-        tag, what = "hot-", "new frames from the hottest walkers"
-    else:
+    if new == "same":
         n_new = min(len(bench.pool), n_new)
         old_file, new_file = bench.subset(n_old), bench.subset(n_new)
+        base = bench.train(f"warm-base-{n_old}-{steps}", n_old, train, data=old_file)
         tag, what = "", "new frames from the same MD"
-    base = bench.train(f"warm-{tag}base-{n_old}-{steps}", n_old, train, data=old_file)
+    else:
+        old_file, hot = bench.hot_split(n_old)
+        base = bench.train(f"warm-hot-base-{n_old}-{steps}", n_old, train, data=old_file)
+        if n_added > len(hot):
+            raise SystemExit(f"need {n_added} frames at the top temperature; pool has {len(hot)}")
+        if new == "hot":
+            added, what = hot[:n_added], "new frames from the hottest walkers"
+        else:
+            added = worst_frames(base["checkpoint"], hot, n_added)
+            what = f"the {n_added} frames of the hottest walkers the old model gets most wrong"
+        cool = ase.io.read(old_file, ":")
+        new_file = bench.frames_file(f"cool_{n_old}_{new}_{n_added}", cool + added)
+        tag = f"{new}-"
     scratch = bench.train(f"warm-{tag}scratch-{n_new}-{steps}", n_new, train, data=new_file)
     warm = bench.train(
         f"warm-{tag}warm-{n_new}-{train.warm_steps}",
@@ -237,21 +253,31 @@ def warm_start(bench: Bench, n_old: int, steps: int, fraction: float, new: str) 
         f"target = scratch's final validation force RMSE {target:.1f} meV/A"
     )
     print(
-        f"{'run':<28} {'steps':>6} {'wall s':>7} {'final val F':>12} {'test F':>7} "
-        f"{'reaches target at step':>23} {'at wall s':>10}"
+        f"{'run':<28} {'steps':>6} {'wall s':>7} {'val F at 0':>11} {'final val F':>12} "
+        f"{'test F':>7} {'reaches target at step':>23} {'at wall s':>10}"
+    )
+    print(
+        f"{f'base ({n_old} old frames)':<28} {base['steps']:>6} {base['wall_s']:>7.0f} {'':>11} "
+        f"{'(own val.)':>12} {base['test_force_rmse_meV_per_A']:>7.1f}"
     )
     for name, r in (
-        (f"base ({n_old} frames)", base),
         (f"(b) scratch, lr {train.start_lr:g}", scratch),
         (f"(a) warm, lr {train.warm_start_lr:g}", warm),
     ):
-        step, wall = crossing(str(Path(r["checkpoint"]).with_suffix(".csv")), target)
+        curve = str(Path(r["checkpoint"]).with_suffix(".csv"))
+        step, wall = crossing(curve, target)
         print(
-            f"{name:<28} {r['steps']:>6} {r['wall_s']:>7.0f} {r['val_force_rmse_meV_per_A']:>12.1f} "
-            f"{r['test_force_rmse_meV_per_A']:>7.1f} {'never' if step is None else step:>23} "
-            f"{'-' if wall is None else f'{wall:.0f}':>10}",
+            f"{name:<28} {r['steps']:>6} {r['wall_s']:>7.0f} "
+            f"{read_curve(curve)[0]['val_force_rmse_meV_per_A']:>11.1f} "
+            f"{r['val_force_rmse_meV_per_A']:>12.1f} {r['test_force_rmse_meV_per_A']:>7.1f} "
+            f"{'never' if step is None else step:>23} {'-' if wall is None else f'{wall:.0f}':>10}",
             flush=True,
         )
+    step, wall = crossing(
+        str(Path(scratch["checkpoint"]).with_suffix(".csv")), warm["val_force_rmse_meV_per_A"]
+    )
+    reach = "never" if step is None else f"at step {step} ({wall:.0f} s)"
+    print(f"(b) reaches (a)'s final validation error: {reach}")
 
 
 def ensemble(bench: Bench, n: int, steps: int) -> None:
@@ -318,7 +344,7 @@ def main() -> None:
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 2e-3])
     parser.add_argument("--warm-old", type=int, default=200, help="frames before the iteration")
     parser.add_argument("--warm-fraction", type=float, default=0.2, help="new / old frames")
-    parser.add_argument("--warm-new", choices=("hot", "same"), default="hot")
+    parser.add_argument("--warm-new", choices=("worst", "hot", "same"), default="worst")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per member")
     args = parser.parse_args()
 
