@@ -19,9 +19,9 @@ directory to start over):
   explores a higher temperature and labels the candidates the model gets wrong: the N old frames
   come from the cooler walkers, the new ones are the frames of the hottest walkers with the largest
   force error under the old model; ``hot``: the first frames of the hottest walkers; ``same``:
-  both from the same MD (the first frames of the pool). Target: (b)'s
-  final validation force RMSE; the table gives the step and wall time at which each run first
-  reaches it, read from the learning-curve csv next to the checkpoint.
+  both from the same MD (the first frames of the pool). Target: (b)'s final validation force
+  RMSE; the table gives the step and wall time at which each run first reaches it, read from the
+  learning-curve csv next to the checkpoint.
 - ``ensemble``: four members on the largest size; test RMSE of their mean and of each member.
 - ``long``: the largest size with ``--long-steps`` steps, to see what the default budget leaves.
 - ``lr``: the largest size at the default steps with each of ``--lrs`` as start_lr.
@@ -75,15 +75,15 @@ class Bench:
             write_frames(path, frames)
         return str(path)
 
-    def hot_split(self, n_old: int) -> tuple[str, list]:
-        """(file of the first ``n_old`` pool frames below the top temperature, the frames of the
-        pool that are not in it, at the top temperature)."""
+    def hot_split(self, n_old: int) -> tuple[str, list, list]:
+        """(file of the first ``n_old`` pool frames below the top temperature, those frames,
+        the pool's frames at the top temperature)."""
         top = max(a.info[keys.TEMPERATURE_K] for a in self.pool)
-        cool = [a for a in self.pool if a.info[keys.TEMPERATURE_K] < top]
+        cool = [a for a in self.pool if a.info[keys.TEMPERATURE_K] < top][:n_old]
         hot = [a for a in self.pool if a.info[keys.TEMPERATURE_K] == top]
         if n_old > len(cool):
             raise SystemExit(f"need {n_old} frames below {top:g} K; the pool has {len(cool)}")
-        return self.frames_file(f"cool_first_{n_old}", cool[:n_old]), hot
+        return self.frames_file(f"cool_first_{n_old}", cool), cool, hot
 
     def train(
         self, key: str, n: int, train: TrainConfig, seed: int = 0, data: str | None = None, **kwargs
@@ -225,7 +225,7 @@ def warm_start(bench: Bench, n_old: int, steps: int, fraction: float, new: str) 
         base = bench.train(f"warm-base-{n_old}-{steps}", n_old, train, data=old_file)
         tag, what = "", "new frames from the same MD"
     else:
-        old_file, hot = bench.hot_split(n_old)
+        old_file, cool, hot = bench.hot_split(n_old)
         base = bench.train(f"warm-hot-base-{n_old}-{steps}", n_old, train, data=old_file)
         if n_added > len(hot):
             raise SystemExit(f"need {n_added} frames at the top temperature; pool has {len(hot)}")
@@ -234,7 +234,6 @@ def warm_start(bench: Bench, n_old: int, steps: int, fraction: float, new: str) 
         else:
             added = worst_frames(base["checkpoint"], hot, n_added)
             what = f"the {n_added} frames of the hottest walkers the old model gets most wrong"
-        cool = ase.io.read(old_file, ":")
         new_file = bench.frames_file(f"cool_{n_old}_{new}_{n_added}", cool + added)
         tag = f"{new}-"
     scratch = bench.train(f"warm-{tag}scratch-{n_new}-{steps}", n_new, train, data=new_file)
