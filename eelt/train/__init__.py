@@ -1,6 +1,15 @@
 """Ensemble training: DeePMD-style loss and schedules, per-member training, learning curves."""
 
-from eelt.train.metrics import evaluate_rmse
+from eelt.train.metrics import FramePredictions, error_metrics, evaluate_rmse, predict_frames
 from eelt.train.trainer import MemberResult, TrainingDiverged, train_ensemble, train_member
 
-__all__ = ["MemberResult", "TrainingDiverged", "evaluate_rmse", "train_ensemble", "train_member"]
+__all__ = [
+    "FramePredictions",
+    "MemberResult",
+    "TrainingDiverged",
+    "error_metrics",
+    "evaluate_rmse",
+    "predict_frames",
+    "train_ensemble",
+    "train_member",
+]

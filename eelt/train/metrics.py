@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from ase import Atoms
 
@@ -69,3 +71,118 @@ def evaluate_rmse(ensemble_or_model: DeepPot | Ensemble, frames: Sequence[Atoms]
         "force_rmse_meV_per_A": f,
         "n_frames": len(labeled),
     }
+
+
+@dataclass(frozen=True)
+class FramePredictions:
+    """A model's (ensemble: member mean) predictions beside the reference labels, per frame.
+
+    Energies eV, forces eV/Angstrom; ``max_devi_f`` (eV/Angstrom) is the members' max force
+    deviation (0 for a single model)."""
+
+    n_atoms: np.ndarray  # (F,)
+    energy_eV: np.ndarray  # (F,) predicted
+    ref_energy_eV: np.ndarray  # (F,)
+    forces_eV_per_A: list[np.ndarray]  # F x (n, 3) predicted
+    ref_forces_eV_per_A: list[np.ndarray]  # F x (n, 3)
+    max_devi_f: np.ndarray  # (F,)
+
+    def __len__(self) -> int:
+        return len(self.n_atoms)
+
+    @property
+    def max_force_error_eV_per_A(self) -> np.ndarray:
+        """Per frame: the largest atomic force error max_i |F_i - F_ref,i| (eV/Angstrom)."""
+        return np.array(
+            [
+                float(np.linalg.norm(f - r, axis=1).max()) if len(f) else 0.0
+                for f, r in zip(self.forces_eV_per_A, self.ref_forces_eV_per_A, strict=True)
+            ]
+        )
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> FramePredictions:
+        idx = np.asarray(index, dtype=int)
+        return FramePredictions(
+            n_atoms=self.n_atoms[idx],
+            energy_eV=self.energy_eV[idx],
+            ref_energy_eV=self.ref_energy_eV[idx],
+            forces_eV_per_A=[self.forces_eV_per_A[i] for i in idx],
+            ref_forces_eV_per_A=[self.ref_forces_eV_per_A[i] for i in idx],
+            max_devi_f=self.max_devi_f[idx],
+        )
+
+    def metrics(self) -> dict:
+        """Energy RMSE (meV/atom), force RMSE and MAE over components (meV/Angstrom); None
+        for no frames."""
+        if len(self) == 0:
+            return {
+                "n_frames": 0,
+                "energy_rmse_meV_per_atom": None,
+                "force_rmse_meV_per_A": None,
+                "force_mae_meV_per_A": None,
+            }
+        de = (self.energy_eV - self.ref_energy_eV) / self.n_atoms
+        df = np.concatenate(
+            [
+                (f - r).ravel()
+                for f, r in zip(self.forces_eV_per_A, self.ref_forces_eV_per_A, strict=True)
+            ]
+        )
+        return {
+            "n_frames": len(self),
+            "energy_rmse_meV_per_atom": 1e3 * float(np.sqrt(np.mean(de**2))),
+            "force_rmse_meV_per_A": 1e3 * float(np.sqrt(np.mean(df**2))) if df.size else 0.0,
+            "force_mae_meV_per_A": 1e3 * float(np.mean(np.abs(df))) if df.size else 0.0,
+        }
+
+
+def predict_frames(
+    ensemble_or_model: DeepPot | Ensemble, frames: Sequence[Atoms]
+) -> FramePredictions:
+    """Predictions of the model (ensemble: the member mean, plus the members' max force
+    deviation) on labeled frames, beside their reference energy and forces."""
+    from eelt.model.deviation import force_deviation
+
+    model = ensemble_or_model
+    labeled = label_frames(frames, list(model.type_map), float(model.rcut_A))
+    dtype, device = _dtype(model), _device(model)
+    energies, forces, devi = [], [], []
+    for group in chunks(labeled):
+        target = collate_labeled(group, dtype, device)
+        if isinstance(model, Ensemble):
+            out = model(target.batch)
+            member_f = out["forces"].detach().double().cpu()
+            energy, force = out["energy"].detach().double().cpu().mean(0), member_f.mean(0)
+            atom_devi = force_deviation(member_f)
+        else:
+            out = model(target.batch, forces=True, create_graph=False)
+            energy, force = (
+                out["energy"].detach().double().cpu(),
+                out["forces"].detach().double().cpu(),
+            )
+            atom_devi = torch.zeros(len(force), dtype=torch.float64)
+        start = 0
+        for k, f in enumerate(group):
+            stop = start + f.n_atoms
+            energies.append(float(energy[k]))
+            forces.append(force[start:stop].numpy())
+            devi.append(float(atom_devi[start:stop].max()) if f.n_atoms else 0.0)
+            start = stop
+    return FramePredictions(
+        n_atoms=np.array([f.n_atoms for f in labeled], dtype=float),
+        energy_eV=np.array(energies, dtype=float),
+        ref_energy_eV=np.array([f.energy_eV for f in labeled], dtype=float),
+        forces_eV_per_A=forces,
+        ref_forces_eV_per_A=[f.forces_eV_per_A for f in labeled],
+        max_devi_f=np.array(devi, dtype=float),
+    )
+
+
+def error_metrics(ensemble_or_model: DeepPot | Ensemble, frames: Sequence[Atoms]) -> dict:
+    """Energy RMSE (meV/atom), force RMSE and MAE (meV/Angstrom) of the model (ensemble: member
+    mean) on labeled frames; values None for no frames."""
+    if not frames:
+        return FramePredictions(
+            np.zeros(0), np.zeros(0), np.zeros(0), [], [], np.zeros(0)
+        ).metrics()
+    return predict_frames(ensemble_or_model, frames).metrics()
