@@ -140,9 +140,31 @@ class RunDir:
         atomic.write_json(directory / REPORT, report)
 
     def data_files(self) -> list[Path]:
-        """Every labeled-data file, oldest first (init, then iterations)."""
+        """Every training-data file, oldest first (init, then iterations); test frames excluded."""
         files = [self.data_dir / "init.extxyz"] + sorted(self.data_dir.glob("iter-*.extxyz"))
         return [f for f in files if f.is_file()]
+
+    @property
+    def test_data_dir(self) -> Path:
+        """Held-out test frames, one file per iteration; never trained on."""
+        return self.data_dir / "test"
+
+    def test_data_file(self, iteration: int) -> Path:
+        return self.test_data_dir / f"iter-{iteration:03d}.extxyz"
+
+    def test_data_files(self, before: int | None = None) -> list[Path]:
+        """Labeled test-frame files, oldest first (those of iterations < ``before``, if given)."""
+        files = sorted(self.test_data_dir.glob("iter-*.extxyz"))
+        if before is not None:
+            files = [f for f in files if int(f.stem.removeprefix("iter-")) < before]
+        return files
+
+    def explored_files(self, iteration: int) -> list[Path]:
+        """The walker trajectories of a finished exploration (empty if it has not finished)."""
+        report = self.read_report(self.stage_dir(iteration, "explore"))
+        if report is None:
+            return []
+        return [self.root / w["trajectory"] for w in report["walkers"]]
 
     def write_state(self, state: dict[str, Any]) -> None:
         atomic.write_json(self.state_path, state)
