@@ -49,7 +49,13 @@ class InitConfig(Section):
 
 
 class StageConfig(Section):
-    """A block of exploration conditions, run until converged or ``max_iterations``."""
+    """A block of exploration conditions, run until converged or ``max_iterations``.
+
+    Trust levels and the candidate cap, when given here, override the ``examine`` section's
+    for this stage. ``max_labels`` / ``max_dft_core_hours`` are the stage's budgets (labels
+    and DFT core-hours of its iterations, test frames included): a stage that spends one ends
+    like one that reaches ``max_iterations``. Budgets may be raised on resume.
+    """
 
     temperatures_K: list[PositiveFloat] = Field(min_length=1)
     ensemble: Literal["nvt"] = "nvt"
@@ -59,6 +65,11 @@ class StageConfig(Section):
     friction_per_fs: PositiveFloat = 0.01
     walkers_per_condition: PositiveInt = 1
     max_iterations: PositiveInt = 5
+    trust_lo_eV_per_A: PositiveFloat | None = None
+    trust_hi_eV_per_A: PositiveFloat | None = None
+    max_candidates: PositiveInt | None = None
+    max_labels: PositiveInt | None = None
+    max_dft_core_hours: PositiveFloat | None = None
 
 
 class ExploreConfig(Section):
@@ -92,13 +103,42 @@ class ExploreConfig(Section):
 
 
 class ExamineConfig(Section):
-    """Trust levels on the max force deviation (eV/Angstrom) and the selection caps."""
+    """Trust levels on the max force deviation (eV/Angstrom), the selection caps, the held-out
+    test frames and the convergence criterion."""
 
     trust_lo_eV_per_A: PositiveFloat = 0.05
     trust_hi_eV_per_A: PositiveFloat = 0.25
+    trust_levels: Literal["fixed", "calibrated", "adaptive"] = Field(
+        default="fixed",
+        description="fixed: as configured (per stage if a stage says so); calibrated: each "
+        "iteration's trust_lo is where the previous calibration's fitted true error crosses "
+        "target_force_error_eV_per_A (within trust_lo_bounds_eV_per_A), trust_hi = "
+        "trust_hi_factor x trust_lo; adaptive: trust_lo set so that adaptive_n_candidates (or "
+        "adaptive_fraction) of the frames below trust_hi are candidates (DPGEN2's adaptive lower)",
+    )
+    trust_lo_bounds_eV_per_A: tuple[PositiveFloat, PositiveFloat] = (0.02, 0.5)
+    trust_hi_factor: Annotated[float, Field(gt=1)] = 4.0
+    adaptive_n_candidates: PositiveInt | None = None
+    adaptive_fraction: Annotated[float, Field(gt=0, le=1)] | None = None
     max_candidates: PositiveInt = 10
     selection: Literal["random", "diverse"] = "diverse"
+    test_frames: Annotated[int, Field(ge=0)] = Field(
+        default=4,
+        description="frames drawn uniformly at random from each iteration's explored frames, "
+        "labeled and held out (never trained on) to measure the true error; 0: off",
+    )
+    target_force_error_eV_per_A: PositiveFloat | None = Field(
+        default=None,
+        description="the force error the run aims at: where the calibration finds the true max "
+        "atomic force error crossing it; a stage converges once the new ensemble's test force "
+        "RMSE is at or below it",
+    )
     converged_accurate_ratio: Annotated[float, Field(gt=0, le=1)] = 0.99
+    converged_n_iterations: PositiveInt = Field(
+        default=1,
+        description="a stage converges when its accurate ratio reaches converged_accurate_ratio "
+        "in this many consecutive iterations",
+    )
     seed: int = 0
 
     @model_validator(mode="after")
@@ -107,6 +147,20 @@ class ExamineConfig(Section):
             raise ValueError(
                 f"trust_lo_eV_per_A ({self.trust_lo_eV_per_A}) must be below "
                 f"trust_hi_eV_per_A ({self.trust_hi_eV_per_A})"
+            )
+        lo, hi = self.trust_lo_bounds_eV_per_A
+        if lo > hi:
+            raise ValueError(
+                f"trust_lo_bounds_eV_per_A ({lo}, {hi}): the first must not exceed the second"
+            )
+        if self.trust_levels == "calibrated" and self.target_force_error_eV_per_A is None:
+            raise ValueError("trust_levels 'calibrated' needs target_force_error_eV_per_A")
+        if self.trust_levels == "adaptive" and (
+            (self.adaptive_n_candidates is None) == (self.adaptive_fraction is None)
+        ):
+            raise ValueError(
+                "trust_levels 'adaptive' needs exactly one of adaptive_n_candidates and "
+                "adaptive_fraction"
             )
         return self
 
@@ -215,7 +269,25 @@ class ExecutionConfig(Section):
 
 
 class LoopConfig(Section):
+    """When the run stops, besides convergence: iterations, budgets, a stalled test error.
+
+    Budgets count the run's labels (initial ones and test frames included) and the DFT
+    core-hours of the label jobs it computed (each job's wall time x threads). A run that
+    spends a budget ends ``budget_exhausted``; raising the budget and running again resumes it.
+    """
+
     max_iterations: PositiveInt = 10
+    max_labels: PositiveInt | None = None
+    max_dft_core_hours: PositiveFloat | None = None
+    stall_iterations: PositiveInt | None = Field(
+        default=None,
+        description="the run ends 'stalled' when the new ensemble's test force RMSE improved by "
+        "no more than stall_min_improvement (a fraction) over this many iterations; None: off",
+    )
+    stall_min_improvement: Annotated[float, Field(ge=0, lt=1)] = 0.05
+
+
+STAGE_BUDGETS = ("max_labels", "max_dft_core_hours")
 
 
 class RunConfig(Section):
@@ -233,6 +305,9 @@ class RunConfig(Section):
         """The part of the config a resumed run must not change (everything but execution)."""
         science = self.model_dump(mode="json", exclude={"execution", "loop"})
         del science["system"]["structures"]  # paths; the run compares the structures themselves
+        for stage in science["explore"]["stages"]:
+            for budget in STAGE_BUDGETS:  # budgets may be raised on resume
+                del stage[budget]
         return science
 
 

@@ -19,5 +19,6 @@ AVG_DEVI_V = "avg_devi_v"  # eV/atom: mean over the 9 components (periodic cells
 WALKER = "walker"
 STEP = "step"
 TEMPERATURE_K = "temperature_K"
+TRUST_CLASS = "trust_class"  # accurate / candidate / failed, as the examination classified it
 MODEL_ENERGY = "model_energy"  # eV, the ensemble's mean energy (a prediction, never a label)
 KINETIC_TEMPERATURE_K = "kinetic_temperature_K"  # K, instantaneous, from the momenta

@@ -29,6 +29,9 @@ from eelt.rundir import RunDir, read_structures, resolve_type_map
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+TEST_FRAMES_FILE = "test_frames.extxyz"  # in examine/: the frames drawn as held-out tests
+CALIBRATION_FILE = "calibration.json"  # in examine/: written after labeling
+
 
 class StageRunner(Protocol):
     """How stages and iterations are run: directly, or as Prefect tasks and subflows."""
@@ -56,17 +59,18 @@ class Slot:
 
 
 def schedule(stages: list[StageConfig], finished: list[tuple[int, bool]]) -> tuple[int, int]:
-    """Next (stage index, iteration within stage) after ``finished`` (stage, converged) records.
+    """Next (stage index, iteration within stage) after ``finished`` (stage, ends stage) records.
 
-    A stage advances when its examination converged or after its ``max_iterations``,
-    as DPGEN2's scheduler does. Returns stage == len(stages) when every stage is done.
+    A stage advances when an iteration ended it (converged, or its budget spent) or after its
+    ``max_iterations``, as DPGEN2's scheduler does. Returns stage == len(stages) when every
+    stage is done.
     """
     stage, count = 0, 0
-    for s, converged in finished:
+    for s, ends_stage in finished:
         if s != stage:
             continue
         count += 1
-        if converged or count >= stages[stage].max_iterations:
+        if ends_stage or count >= stages[stage].max_iterations:
             stage, count = stage + 1, 0
     return stage, count
 
@@ -113,30 +117,77 @@ class Loop:
 
         return make_labeler(self.config.label)
 
-    def _label(self, frames: list[Atoms], out_dir: Path, data_file: Path) -> dict[str, Any]:
-        """Label ``frames`` through the executor; append the labeled ones to ``data_file``."""
+    def _label(
+        self,
+        frames: list[Atoms],
+        out_dir: Path,
+        data_file: Path,
+        test_frames: list[Atoms] = (),
+        test_file: Path | None = None,
+    ) -> dict[str, Any]:
+        """Label ``frames`` (training data, written to ``data_file``) and ``test_frames``
+        (held out, written to ``test_file``) in one batch of jobs through the executor."""
         from eelt.label import label_frames
 
         t0 = time.perf_counter()
-        report = label_frames(frames, self._labeler(), self.executor, self.run.labels_dir)
-        if report.labeled:
-            atomic.write_frames(data_file, report.labeled)
+        jobs = list(frames) + list(test_frames)
+        report = label_frames(jobs, self._labeler(), self.executor, self.run.labels_dir)
+        failed_index = {f["index"] for f in report.failed}
+        done = [i for i in range(len(jobs)) if i not in failed_index]
+        train = [a for i, a in zip(done, report.labeled, strict=True) if i < len(frames)]
+        test = [a for i, a in zip(done, report.labeled, strict=True) if i >= len(frames)]
+        if train:
+            atomic.write_frames(data_file, train)
+        if test and test_file is not None:
+            atomic.write_frames(test_file, test)
         for failure in report.failed:
+            failure["test_frame"] = failure["index"] >= len(frames)
             log.warning("label failed for frame %s: %s", failure["index"], failure["reason"])
+        n_test_failed = sum(f["test_frame"] for f in report.failed)
         summary = {
             "n_requested": len(frames),
-            "n_labeled": len(report.labeled),
-            "n_failed": len(report.failed),
+            "n_labeled": len(train),
+            "n_failed": len(report.failed) - n_test_failed,
+            "n_test_requested": len(test_frames),
+            "n_test_labeled": len(test),
+            "n_test_failed": n_test_failed,
             "n_cached": report.n_cached,
             "n_computed": report.n_computed,
+            "dft_core_hours": report.core_hours,
+            "dft_core_hours_computed": report.core_hours_computed,
             "failed": report.failed,
-            "data_file": str(data_file.relative_to(self.run.root)) if report.labeled else None,
+            "data_file": str(data_file.relative_to(self.run.root)) if train else None,
+            "test_file": str(test_file.relative_to(self.run.root)) if test else None,
             "wall_s": time.perf_counter() - t0,
         }
         self.run.write_report(out_dir, summary)
         return summary
 
-    def _train(self, out_dir: Path, init_dir: Path | None, n_new: int) -> dict[str, Any]:
+    def _test_errors(self, models_dir: Path, iteration: int) -> dict[str, Any]:
+        """Errors of the ensemble in ``models_dir`` on the test frames of iterations <= ``iteration``:
+        summed per iteration (so any union of them combines exactly) and over all of them."""
+        from eelt.model import Ensemble
+        from eelt.train import ErrorSums, predict_frames
+
+        files = self.run.test_data_files(before=iteration + 1)
+        if not files:
+            return {"test": ErrorSums().metrics(), "test_sums_by_iteration": {}}
+        ensemble = Ensemble.load(models_dir)
+        by_iteration = {
+            f.stem.removeprefix("iter-"): ErrorSums.of(
+                predict_frames(ensemble, ase.io.read(f, ":"))
+            )
+            for f in files
+        }
+        total = ErrorSums.total(by_iteration.values())
+        return {
+            "test": total.metrics(),
+            "test_sums_by_iteration": {k: v.to_dict() for k, v in by_iteration.items()},
+        }
+
+    def _train(
+        self, out_dir: Path, init_dir: Path | None, n_new: int, iteration: int = -1
+    ) -> dict[str, Any]:
         from eelt.train import TrainingDiverged, train_ensemble
 
         cfg = self.config.train
@@ -171,6 +222,7 @@ class Loop:
             "val_force_rmse_meV_per_A": float(
                 np.mean([m["val_force_rmse_meV_per_A"] for m in members])
             ),
+            **self._test_errors(out_dir, iteration),
             "wall_s": time.perf_counter() - t0,
         }
         self.run.write_report(out_dir, summary)
@@ -245,7 +297,7 @@ class Loop:
                 friction_per_fs=stage.friction_per_fs,
                 seed=int(seed),
                 forces_from=self.config.explore.forces_from,
-                trust_hi_eV_per_A=self.config.examine.trust_hi_eV_per_A,
+                trust_hi_eV_per_A=self.trust_levels(slot)["trust_hi_eV_per_A"],
                 stop_after_failed_dumps=self.config.explore.stop_after_failed_dumps,
                 min_distance_fraction=self.config.explore.min_distance_fraction,
                 max_bond_fraction=self.config.explore.max_bond_fraction,
@@ -280,59 +332,283 @@ class Loop:
         self.run.write_report(out, report)
         return report
 
+    # --- trust levels and budgets ----------------------------------------------------------
+    def calibration_report(self, iteration: int) -> dict[str, Any] | None:
+        path = self.run.stage_dir(iteration, "examine") / CALIBRATION_FILE
+        return atomic.read_json(path) if path.is_file() else None
+
+    def trust_levels(self, slot: Slot) -> dict[str, Any]:
+        """The iteration's trust levels (eV/A) and where they come from: the stage's or the
+        examine section's, or (calibrated) from the latest calibration that found a crossing.
+        With ``trust_levels: adaptive`` the examination replaces trust_lo."""
+        from eelt.examine import calibrated_trust_levels
+
+        cfg = self.config.examine
+        stage = self.config.explore.stages[slot.stage]
+        lo = stage.trust_lo_eV_per_A or cfg.trust_lo_eV_per_A
+        hi = stage.trust_hi_eV_per_A or cfg.trust_hi_eV_per_A
+        source = "stage" if stage.trust_lo_eV_per_A or stage.trust_hi_eV_per_A else "config"
+        if cfg.trust_levels == "calibrated":
+            for it in range(slot.iteration - 1, -1, -1):
+                report = self.calibration_report(it) or {}
+                crossing = report.get("calibration", {}).get("crossing_eV_per_A")
+                if crossing is not None:
+                    lo, hi = calibrated_trust_levels(
+                        crossing, tuple(cfg.trust_lo_bounds_eV_per_A), cfg.trust_hi_factor
+                    )
+                    source = f"calibrated in iteration {it}"
+                    break
+        return {
+            "trust_lo_eV_per_A": float(lo),
+            "trust_hi_eV_per_A": float(hi),
+            "trust_source": source,
+        }
+
+    def labels_used(self, iterations: list[int] | None = None) -> tuple[int, float]:
+        """(labels, DFT core-hours) held by the label reports of ``iterations`` (None: the whole
+        run, initial labels included); test frames count."""
+        reports = []
+        if iterations is None:
+            reports.append(self.run.read_report(self.run.init_dir("label")))
+            it = 0
+            while (self.run.stage_dir(it, "examine")).is_dir():
+                reports.append(self.run.read_report(self.run.stage_dir(it, "label")))
+                it += 1
+        else:
+            reports = [self.run.read_report(self.run.stage_dir(i, "label")) for i in iterations]
+        n = sum(r["n_labeled"] + r.get("n_test_labeled", 0) for r in reports if r)
+        hours = sum(r.get("dft_core_hours", 0.0) for r in reports if r)
+        return n, hours
+
+    def _stage_iterations(self, stage: int, before: int) -> list[int]:
+        out = []
+        for it in range(before):
+            exam = self.run.read_report(self.run.stage_dir(it, "examine"))
+            if exam is not None and exam["stage"] == stage:
+                out.append(it)
+        return out
+
+    def label_budget_left(self, slot: Slot) -> int | None:
+        """Labels the run and the stage may still spend (None: no label budget)."""
+        left = []
+        if self.config.loop.max_labels is not None:
+            left.append(self.config.loop.max_labels - self.labels_used()[0])
+        stage_budget = self.config.explore.stages[slot.stage].max_labels
+        if stage_budget is not None:
+            used = self.labels_used(self._stage_iterations(slot.stage, slot.iteration))[0]
+            left.append(stage_budget - used)
+        return max(min(left), 0) if left else None
+
+    def _frame_hashes(self, frames: list[Atoms]) -> list[str]:
+        from eelt.label import frame_hash
+
+        settings = self._labeler().settings()
+        return [frame_hash(f, settings) for f in frames]
+
+    def _training_hashes(self) -> set[str]:
+        """Label hashes of every frame in the training data so far."""
+        from eelt.label import LABEL_HASH
+
+        return {
+            a.info[LABEL_HASH]
+            for f in self.run.data_files()
+            for a in ase.io.read(f, ":")
+            if LABEL_HASH in a.info
+        }
+
+    # --- the examination --------------------------------------------------------------------
     def examine(self, slot: Slot) -> dict[str, Any]:
-        """Split explored frames by trust level; select at most max_candidates diverse candidates."""
+        """Split explored frames by trust level; draw the held-out test frames uniformly from
+        all of them; select at most max_candidates (diverse) candidates among the others."""
         out = self.run.stage_dir(slot.iteration, "examine")
         if (done := self._done(out)) is not None:
             return done
-        from eelt.examine import TrustCounts, classify, deviation_histogram, select_candidates
+        from eelt.examine import (
+            CANDIDATE,
+            TRUST_CLASSES,
+            TrustCounts,
+            adaptive_trust_lo,
+            classify,
+            deviation_histogram,
+            draw_test_frames,
+            ratio_converged,
+            select_candidates,
+        )
         from eelt.explore import read_trajectory
 
         cfg = self.config.examine
-        explored = self.run.read_report(self.run.stage_dir(slot.iteration, "explore"))
+        stage = self.config.explore.stages[slot.stage]
         frames: list[Atoms] = []
-        for w in explored["walkers"]:
-            frames += read_trajectory(self.run.root / w["trajectory"])
+        for path in self.run.explored_files(slot.iteration):
+            frames += read_trajectory(path)
         devi = np.array([a.info[keys.MAX_DEVI_F] for a in frames], dtype=float)
-        labels = classify(devi, cfg.trust_lo_eV_per_A, cfg.trust_hi_eV_per_A)
-        counts = TrustCounts.from_labels(labels)
-        rng = np.random.default_rng([cfg.seed, slot.iteration])
-        chosen = select_candidates(
-            frames, np.flatnonzero(labels == 1), cfg.max_candidates, cfg.selection, rng
+        levels = self.trust_levels(slot)
+        if cfg.trust_levels == "adaptive":
+            levels["trust_lo_eV_per_A"] = adaptive_trust_lo(
+                devi,
+                levels["trust_hi_eV_per_A"],
+                n_candidates=cfg.adaptive_n_candidates,
+                fraction=cfg.adaptive_fraction,
+                lo_bounds_eV_per_A=tuple(cfg.trust_lo_bounds_eV_per_A),
+            )
+            levels["trust_source"] = "adaptive"
+        lo, hi = levels["trust_lo_eV_per_A"], levels["trust_hi_eV_per_A"]
+        classes = classify(devi, lo, hi)
+        counts = TrustCounts.from_labels(classes)
+        earlier = [
+            self.run.read_report(self.run.stage_dir(it, "examine"))["accurate_ratio"]
+            for it in self._stage_iterations(slot.stage, slot.iteration)
+        ]
+        converged = ratio_converged(
+            [*earlier, counts.accurate_ratio],
+            cfg.converged_accurate_ratio,
+            cfg.converged_n_iterations,
         )
+        budget = self.label_budget_left(slot)
+        n_test = cfg.test_frames if budget is None else min(cfg.test_frames, budget)
+        # test frames: uniform over the distinct explored frames not already in the training
+        # data (a walker's first frame is its start structure, labeled in init)
+        hashes = self._frame_hashes(frames)
+        trained = self._training_hashes()
+        fresh = np.array(
+            [i for i, h in enumerate(hashes) if h not in trained and hashes.index(h) == i],
+            dtype=int,
+        )
+        drawn = draw_test_frames(
+            len(fresh), n_test, np.random.default_rng([cfg.seed, slot.iteration, 1])
+        )
+        test_idx = fresh[drawn]
+        held_out = {hashes[i] for i in test_idx}
+        pool = np.array(
+            [i for i in np.flatnonzero(classes == CANDIDATE) if hashes[i] not in held_out],
+            dtype=int,
+        )
+        cap = stage.max_candidates or cfg.max_candidates
+        if converged and slot.stage == len(self.config.explore.stages) - 1:
+            cap = 0  # the run ends here: only the test frames are labeled, to measure it
+        if budget is not None:
+            cap = min(cap, max(budget - len(test_idx), 0))
+        rng = np.random.default_rng([cfg.seed, slot.iteration])
+        chosen = select_candidates(frames, pool, cap, cfg.selection, rng)
+        for frame, c in zip(frames, classes, strict=True):
+            frame.info[keys.TRUST_CLASS] = TRUST_CLASSES[int(c)]
         candidates = [frames[i] for i in chosen]
         atomic.write_frames(out / "candidates.extxyz", candidates)
-        deviation_histogram(
-            devi, cfg.trust_lo_eV_per_A, cfg.trust_hi_eV_per_A, out / "deviation.png"
-        )
-        converged = counts.accurate_ratio >= cfg.converged_accurate_ratio
+        atomic.write_frames(out / TEST_FRAMES_FILE, [frames[i] for i in test_idx])
+        deviation_histogram(devi, lo, hi, out / "deviation.png")
         report = {
             "stage": slot.stage,
             "stage_iteration": slot.stage_iteration,
+            **levels,
             **counts.to_dict(),
+            "candidate_cap": int(cap),
             "n_selected": len(candidates),
+            "n_test_frames": len(test_idx),
+            "test_frame_index": [int(i) for i in test_idx],
             "converged": bool(converged),
             "max_devi_f_max": float(np.nanmax(devi)) if np.isfinite(devi).any() else None,
         }
         log.info(
-            "iteration %d: accurate %.3f, candidate %.3f, failed %.3f, selected %d",
+            "iteration %d: trust levels %.3g / %.3g eV/A (%s); accurate %.3f, candidate %.3f, "
+            "failed %.3f; %d candidates and %d test frames to label",
             slot.iteration,
+            lo,
+            hi,
+            levels["trust_source"],
             counts.accurate_ratio,
             counts.candidate_ratio,
             counts.failed_ratio,
             len(candidates),
+            len(test_idx),
         )
         self.run.write_report(out, report)
         return report
 
     def label(self, slot: Slot) -> dict[str, Any]:
+        """Label the candidates (training data) and the test frames (held out)."""
         out = self.run.stage_dir(slot.iteration, "label")
         if (done := self._done(out)) is not None:
             return done
-        frames = ase.io.read(
-            self.run.stage_dir(slot.iteration, "examine") / "candidates.extxyz", ":"
+        from eelt.explore import read_trajectory
+
+        exam_dir = self.run.stage_dir(slot.iteration, "examine")
+        frames = read_trajectory(exam_dir / "candidates.extxyz")
+        test_path = exam_dir / TEST_FRAMES_FILE
+        tests = read_trajectory(test_path) if test_path.is_file() else []
+        return self._label(
+            frames,
+            out,
+            self.run.data_dir / f"iter-{slot.iteration:03d}.extxyz",
+            tests,
+            self.run.test_data_file(slot.iteration),
         )
-        return self._label(frames, out, self.run.data_dir / f"iter-{slot.iteration:03d}.extxyz")
+
+    def calibrate(self, slot: Slot) -> dict[str, Any]:
+        """The exploring ensemble against DFT on this iteration's labeled frames: its error on
+        the test frames (overall and per trust class) and how its max force deviation tracks its
+        true max atomic force error (examine/calibration.json and calibration.png)."""
+        exam_dir = self.run.stage_dir(slot.iteration, "examine")
+        if (done := self.calibration_report(slot.iteration)) is not None:
+            log.info("iter-%03d calibration: finished earlier, skipped", slot.iteration)
+            return done
+        from eelt.examine import TRUST_CLASSES, calibrate, calibration_plot, classify
+        from eelt.model import Ensemble
+        from eelt.train import ErrorSums, predict_frames
+
+        cfg = self.config.examine
+        exam = self.run.read_report(exam_dir)
+        labeled = self.run.read_report(self.run.stage_dir(slot.iteration, "label"))
+        cands = (
+            ase.io.read(self.run.root / labeled["data_file"], ":") if labeled["data_file"] else []
+        )
+        tests = (
+            ase.io.read(self.run.root / labeled["test_file"], ":")
+            if labeled.get("test_file")
+            else []
+        )
+        frames = cands + tests
+        models = self.models_dir(slot.iteration)
+        devi = np.array([f.info[keys.MAX_DEVI_F] for f in frames], dtype=float)
+        lo, hi = exam["trust_lo_eV_per_A"], exam["trust_hi_eV_per_A"]
+        classes = classify(devi, lo, hi)
+        pred = predict_frames(Ensemble.load(models), frames) if frames else None
+        error = pred.max_force_error_eV_per_A if pred is not None else np.zeros(0)
+        kinds = ["candidate"] * len(cands) + ["test"] * len(tests)
+        cal = calibrate(devi, error, cfg.target_force_error_eV_per_A)
+        test_idx = np.arange(len(cands), len(frames))
+        test_sums = ErrorSums.of(pred.subset(test_idx)) if len(test_idx) else ErrorSums()
+        by_class = {}
+        for code, name in enumerate(TRUST_CLASSES):
+            idx = test_idx[classes[test_idx] == code]
+            by_class[name] = (ErrorSums.of(pred.subset(idx)) if len(idx) else ErrorSums()).metrics()
+        calibration_plot(
+            devi,
+            error,
+            kinds,
+            lo,
+            hi,
+            exam_dir / "calibration.png",
+            calibration=cal,
+            title=f"iteration {slot.iteration}: exploring ensemble {models.relative_to(self.run.root)}",
+        )
+        report = {
+            "models_dir": str(models.relative_to(self.run.root)),
+            "calibration": cal.to_dict(),
+            "explorer_test": test_sums.metrics(),
+            "explorer_test_sums": test_sums.to_dict(),
+            "explorer_test_by_class": by_class,
+            "frames": [
+                {
+                    "kind": kind,
+                    "trust_class": TRUST_CLASSES[int(c)],
+                    "max_devi_f": float(d),
+                    "max_force_error_eV_per_A": float(e),
+                }
+                for kind, c, d, e in zip(kinds, classes, devi, error, strict=True)
+            ],
+        }
+        atomic.write_json(exam_dir / CALIBRATION_FILE, report)
+        return report
 
     def train(self, slot: Slot) -> dict[str, Any]:
         out = self.run.stage_dir(slot.iteration, "train")
@@ -344,93 +620,205 @@ class Loop:
             report = {
                 "models_dir": str(previous.relative_to(self.run.root)),
                 "skipped": "no new labels",
+                **self._test_errors(previous, slot.iteration),
             }
             self.run.write_report(out, report)
             return report
-        return self._train(out, init_dir=previous, n_new=labeled["n_labeled"])
+        return self._train(
+            out, init_dir=previous, n_new=labeled["n_labeled"], iteration=slot.iteration
+        )
 
     # --- the schedule ---------------------------------------------------------------------
     def finished_iterations(self) -> list[dict[str, Any]]:
-        """Examination reports of the iterations whose every needed stage is done."""
+        """One record per finished iteration (every stage done), oldest first: the examination
+        report plus what the later stages found, and whether the iteration ended its stage."""
+        from eelt.examine import error_converged, over_budget
+
         records, it = [], 0
         while (exam := self.run.read_report(self.run.stage_dir(it, "examine"))) is not None:
-            if self._iteration_complete(it, exam):
-                records.append({"iteration": it, **exam})
-                it += 1
-            else:
+            train = self.run.read_report(self.run.stage_dir(it, "train"))
+            if train is None:
                 break
+            stage = self.config.explore.stages[exam["stage"]]
+            test = train.get("test", {})
+            converged = exam["converged"] or error_converged(
+                test.get("force_rmse_meV_per_A"), self.config.examine.target_force_error_eV_per_A
+            )
+            n, hours = self.labels_used(self._stage_iterations(exam["stage"], it + 1))
+            budget = over_budget(n, stage.max_labels) or over_budget(
+                hours, stage.max_dft_core_hours
+            )
+            records.append(
+                {
+                    "iteration": it,
+                    **exam,
+                    "converged": bool(converged),
+                    "stage_budget_spent": bool(budget),
+                    "ends_stage": bool(converged or budget),
+                }
+            )
+            it += 1
         return records
 
-    def _iteration_complete(self, it: int, exam: dict[str, Any]) -> bool:
-        if self._stops_after_examine(exam):
-            return True
-        return self.run.read_report(self.run.stage_dir(it, "train")) is not None
+    def _stalled(self, records: list[dict[str, Any]]) -> bool:
+        """The newest ensemble's test force RMSE improved by no more than
+        loop.stall_min_improvement on that of the ensemble loop.stall_iterations earlier,
+        both on the test frames both were measured on."""
+        from eelt.examine import stalled
+        from eelt.train import ErrorSums
 
-    def _stops_after_examine(self, exam: dict[str, Any]) -> bool:
-        """The last stage converged: no need to label or train any more."""
-        return exam["converged"] and exam["stage"] == len(self.config.explore.stages) - 1
+        k = self.config.loop.stall_iterations
+        if k is None or not records or records[-1]["iteration"] - k < -1:
+            return False
+        i = records[-1]["iteration"]
+        ref = i - k  # the older ensemble: trained in iteration ref (init for -1)
+        newest = self.run.read_report(self.run.stage_dir(i, "train"))
+        cal = self.calibration_report(ref + 1) or {}
+        old_parts = [ErrorSums.from_dict(cal["explorer_test_sums"])] if cal else []
+        if ref >= 0:
+            older = self.run.read_report(self.run.stage_dir(ref, "train"))
+            old_parts += [ErrorSums.from_dict(v) for v in older["test_sums_by_iteration"].values()]
+        new_parts = [
+            ErrorSums.from_dict(v)
+            for key, v in newest["test_sums_by_iteration"].items()
+            if int(key) <= ref + 1
+        ]
+        old = ErrorSums.total(old_parts).metrics()["force_rmse_meV_per_A"]
+        new = ErrorSums.total(new_parts).metrics()["force_rmse_meV_per_A"]
+        return stalled(new, old, self.config.loop.stall_min_improvement)
+
+    def outcome(self, records: list[dict[str, Any]] | None = None) -> tuple[str, str, int, int]:
+        """(status, why, next stage, its iteration) from the finished iterations."""
+        from eelt.examine import (
+            BUDGET_EXHAUSTED,
+            CONVERGED,
+            MAX_ITERATIONS,
+            RUNNING,
+            STALLED,
+            over_budget,
+        )
+
+        records = self.finished_iterations() if records is None else records
+        stages = self.config.explore.stages
+        loop_cfg = self.config.loop
+        stage, count = schedule(stages, [(r["stage"], r["ends_stage"]) for r in records])
+        n, hours = self.labels_used()
+        last = records[-1] if records else None
+        if last and last["converged"] and last["stage"] == len(stages) - 1:
+            return CONVERGED, f"stage {last['stage']} converged", stage, count
+        if over_budget(n, loop_cfg.max_labels):
+            return (
+                BUDGET_EXHAUSTED,
+                f"{n} labels of loop.max_labels {loop_cfg.max_labels}",
+                stage,
+                count,
+            )
+        if over_budget(hours, loop_cfg.max_dft_core_hours):
+            why = f"{hours:.3g} DFT core-hours of loop.max_dft_core_hours {loop_cfg.max_dft_core_hours}"
+            return BUDGET_EXHAUSTED, why, stage, count
+        if self._stalled(records):
+            why = (
+                f"test force RMSE improved by <= {loop_cfg.stall_min_improvement:.0%} over "
+                f"{loop_cfg.stall_iterations} iterations"
+            )
+            return STALLED, why, stage, count
+        if stage >= len(stages):
+            if last and last["stage_budget_spent"]:
+                return BUDGET_EXHAUSTED, f"stage {last['stage']} spent its budget", stage, count
+            return MAX_ITERATIONS, "every stage reached its max_iterations", stage, count
+        if len(records) >= loop_cfg.max_iterations:
+            return MAX_ITERATIONS, f"loop.max_iterations {loop_cfg.max_iterations}", stage, count
+        return RUNNING, "", stage, count
 
     def next_slot(self) -> Slot | None:
         records = self.finished_iterations()
-        stages = self.config.explore.stages
-        stage, count = schedule(stages, [(r["stage"], r["converged"]) for r in records])
-        if stage >= len(stages) or len(records) >= self.config.loop.max_iterations:
+        status, _, stage, count = self.outcome(records)
+        if status != "running":
             return None
         return Slot(len(records), stage, count)
 
     def iterate(self, slot: Slot, runner: StageRunner) -> dict[str, Any]:
         explored = runner.stage("explore", lambda: self.explore(slot))
         exam = runner.stage("examine", lambda: self.examine(slot))
-        record = {
+        labeled = runner.stage("label", lambda: self.label(slot))
+        calibration = runner.stage("calibrate", lambda: self.calibrate(slot))
+        trained = runner.stage("train", lambda: self.train(slot))
+        return {
             "iteration": slot.iteration,
             "explore": {"n_frames": explored["n_frames"]},
             "examine": exam,
+            "label": labeled,
+            "calibrate": calibration,
+            "train": trained,
         }
-        if self._stops_after_examine(exam):
-            return record
-        record["label"] = runner.stage("label", lambda: self.label(slot))
-        record["train"] = runner.stage("train", lambda: self.train(slot))
-        return record
 
     def state(self) -> dict[str, Any]:
         """The run's summary, derived from the stage reports (state.json is a view of them)."""
         records = self.finished_iterations()
-        stages = self.config.explore.stages
-        stage, _ = schedule(stages, [(r["stage"], r["converged"]) for r in records])
+        status, why, _, _ = self.outcome(records)
+        init = self.run.read_report(self.run.init_dir("label")) or {}
+        n_total = init.get("n_labeled", 0)
+        hours_total = init.get("dft_core_hours", 0.0)
         history = []
         for r in records:
             it = r["iteration"]
             lab = self.run.read_report(self.run.stage_dir(it, "label")) or {}
             trn = self.run.read_report(self.run.stage_dir(it, "train")) or {}
+            cal = self.calibration_report(it) or {}
+            n_total += lab.get("n_labeled", 0) + lab.get("n_test_labeled", 0)
+            hours_total += lab.get("dft_core_hours", 0.0)
+            explorer = cal.get("explorer_test", {})
+            test = trn.get("test", {})
+            calibration = cal.get("calibration", {})
             history.append(
                 {
                     "iteration": it,
                     "stage": r["stage"],
                     "n_explored": r["n_total"],
+                    "trust_lo_eV_per_A": r.get("trust_lo_eV_per_A"),
+                    "trust_hi_eV_per_A": r.get("trust_hi_eV_per_A"),
+                    "trust_source": r.get("trust_source"),
                     "accurate_ratio": r["accurate_ratio"],
                     "candidate_ratio": r["candidate_ratio"],
                     "failed_ratio": r["failed_ratio"],
                     "n_selected": r["n_selected"],
                     "n_labeled": lab.get("n_labeled", 0),
-                    "n_label_failed": lab.get("n_failed", 0),
+                    "n_test_labeled": lab.get("n_test_labeled", 0),
+                    "n_label_failed": lab.get("n_failed", 0) + lab.get("n_test_failed", 0),
+                    "labels_total": n_total,
+                    "dft_core_hours_total": hours_total,
                     "converged": r["converged"],
+                    "ends_stage": r["ends_stage"],
                     "val_force_rmse_meV_per_A": trn.get("val_force_rmse_meV_per_A"),
+                    "explorer_test_force_rmse_meV_per_A": explorer.get("force_rmse_meV_per_A"),
+                    "explorer_test_force_mae_meV_per_A": explorer.get("force_mae_meV_per_A"),
+                    "explorer_test_energy_rmse_meV_per_atom": explorer.get(
+                        "energy_rmse_meV_per_atom"
+                    ),
+                    "explorer_test_force_rmse_by_class_meV_per_A": {
+                        k: v.get("force_rmse_meV_per_A")
+                        for k, v in cal.get("explorer_test_by_class", {}).items()
+                    },
+                    "n_test_frames_total": test.get("n_frames", 0),
+                    "test_force_rmse_meV_per_A": test.get("force_rmse_meV_per_A"),
+                    "test_force_mae_meV_per_A": test.get("force_mae_meV_per_A"),
+                    "test_energy_rmse_meV_per_atom": test.get("energy_rmse_meV_per_atom"),
+                    "calibration_spearman": calibration.get("spearman"),
+                    "calibration_crossing_eV_per_A": calibration.get("crossing_eV_per_A"),
                 }
             )
-        if records and self._stops_after_examine(records[-1]):
-            status = "converged"
-        elif stage >= len(stages):
-            status = "stages exhausted"
-        elif len(records) >= self.config.loop.max_iterations:
-            status = "max iterations"
-        else:
-            status = "running"
-        init = self.run.read_report(self.run.init_dir("label")) or {}
+        n_train = init.get("n_labeled", 0) + sum(h["n_labeled"] for h in history)
+        n_test = sum(h["n_test_labeled"] for h in history)
         return {
             "name": self.config.name,
             "status": status,
+            "status_detail": why,
             "iterations": history,
             "n_init_labeled": init.get("n_labeled", 0),
+            "n_train_labels": n_train,
+            "n_test_labels": n_test,
+            "n_labels": n_total,
+            "dft_core_hours": hours_total,
             "models_dir": str(self.models_dir(len(records)).relative_to(self.run.root)),
         }
 
@@ -446,5 +834,11 @@ def run_loop(loop: Loop, runner: StageRunner | None = None) -> dict[str, Any]:
         loop.run.write_state(loop.state())
     state = loop.state()
     loop.run.write_state(state)
-    log.info("run %s: %s; models in %s", state["name"], state["status"], state["models_dir"])
+    log.info(
+        "run %s: %s (%s); models in %s",
+        state["name"],
+        state["status"],
+        state["status_detail"],
+        state["models_dir"],
+    )
     return state

@@ -58,11 +58,11 @@ def plain_run(tmp_path_factory):
 
 def test_run_plain_then_status(plain_run):
     tmp, _, result = plain_run
-    assert "max iterations" in result.output
+    assert "max_iterations" in result.output
     status = runner.invoke(app, ["status", str(tmp / "run"), "--json"])
     assert status.exit_code == 0
     state = json.loads(status.output)
-    assert state["status"] == "max iterations" and len(state["iterations"]) == 1
+    assert state["status"] == "max_iterations" and len(state["iterations"]) == 1
 
 
 def test_fresh_refuses_existing_run(plain_run):

@@ -48,7 +48,7 @@ def finished_run(tmp_path_factory):
 def test_two_iterations_leave_every_artifact(finished_run):
     run, state = finished_run
     root = run.root
-    assert state["status"] == "max iterations"
+    assert state["status"] == "max_iterations"
     assert [h["iteration"] for h in state["iterations"]] == [0, 1]
     for rel in [
         "eelt.yaml",
@@ -69,6 +69,9 @@ def test_two_iterations_leave_every_artifact(finished_run):
             "examine/report.json",
             "examine/candidates.extxyz",
             "examine/deviation.png",
+            "examine/test_frames.extxyz",
+            "examine/calibration.json",
+            "examine/calibration.png",
             "label/report.json",
             "train/report.json",
             "train/model-0.pt",
@@ -78,7 +81,10 @@ def test_two_iterations_leave_every_artifact(finished_run):
     assert json.loads((root / "state.json").read_text()) == state
     # 7 init frames (start + 6 perturbed) each labeled once, under its content hash
     assert len(list((root / "labels").glob("*.extxyz"))) == 7 + sum(
-        h["n_labeled"] for h in state["iterations"]
+        h["n_labeled"] + h["n_test_labeled"] for h in state["iterations"]
+    )
+    assert state["n_labels"] == 7 + sum(
+        h["n_labeled"] + h["n_test_labeled"] for h in state["iterations"]
     )
 
 
@@ -113,7 +119,7 @@ def test_resume_redoes_only_the_deleted_stage(finished_run):
     assert changed and all(c.startswith("iter-001/train/") or c == "state.json" for c in changed), (
         changed
     )
-    assert state["status"] == "max iterations"
+    assert state["status"] == "max_iterations"
     label_report = json.loads((run.root / "iter-001/label/report.json").read_text())
     assert label_report["n_computed"] > 0  # the original run computed them; resume did not touch it
 
@@ -127,12 +133,15 @@ def test_resume_refuses_changed_science(finished_run, tmp_path):
     prepare_run(more, tmp_path, run.root)  # loop and execution may change
 
 
-def test_converged_run_stops_without_labeling(tmp_path):
+def test_converged_run_labels_only_its_test_frames(tmp_path):
     run, state = run_tiny(tmp_path, examine={"trust_lo_eV_per_A": 50.0, "trust_hi_eV_per_A": 100.0})
     assert state["status"] == "converged"
     assert len(state["iterations"]) == 1
-    assert state["iterations"][0]["accurate_ratio"] == 1.0
-    assert not (run.root / "iter-000" / "label").exists()
+    last = state["iterations"][0]
+    assert last["accurate_ratio"] == 1.0
+    assert last["n_labeled"] == 0 and last["n_test_labeled"] == 4  # the final error, measured
+    assert last["test_force_rmse_meV_per_A"] > 0
+    assert not (run.root / "data" / "iter-000.extxyz").exists()
     assert state["models_dir"] == "init/train"
 
 

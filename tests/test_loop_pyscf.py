@@ -56,7 +56,7 @@ def test_water_loop_with_pyscf_on_dask(tmp_path):
     run = prepare_run(cfg, tmp_path, tmp_path / "run")
     with open_executor(cfg.execution, tmp_path / "run" / "logs") as executor:
         state = run_loop(Loop(run, executor))
-    assert state["status"] == "max iterations"
+    assert state["status"] == "max_iterations"
     assert state["n_init_labeled"] == 9
     report = json.loads((tmp_path / "run/iter-000/label/report.json").read_text())
     assert report["n_labeled"] + report["n_failed"] == report["n_requested"] > 0

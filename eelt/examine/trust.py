@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 from eelt.atomic import atomic_write
 
 ACCURATE, CANDIDATE, FAILED = 0, 1, 2
+TRUST_CLASSES = ("accurate", "candidate", "failed")  # names, indexed by the codes above
 
 
 def _check_levels(trust_lo: float, trust_hi: float) -> None:
@@ -29,6 +31,52 @@ def classify(max_devi_f: np.ndarray, trust_lo: float, trust_hi: float) -> np.nda
     labels[devi < trust_hi] = CANDIDATE
     labels[devi < trust_lo] = ACCURATE
     return labels
+
+
+def adaptive_trust_lo(
+    max_devi_f: np.ndarray,
+    trust_hi: float,
+    *,
+    n_candidates: int | None = None,
+    fraction: float | None = None,
+    lo_bounds_eV_per_A: tuple[float, float] = (0.0, math.inf),
+) -> float:
+    """DPGEN2's "adaptive lower" trust level (eV/Angstrom): the trust_lo that makes about
+    ``n_candidates`` (or ``fraction``, in (0, 1], of) the frames below ``trust_hi`` candidates.
+
+    It is the k-th largest finite deviation below trust_hi (k = n_candidates, or
+    ceil(fraction * count); all of them if fewer), so the frames with deviation >= it are the
+    candidates (more than k on ties), clipped to ``lo_bounds_eV_per_A``. NaN deviations are
+    failed frames and are ignored. With no frame below trust_hi, the upper bound is returned.
+    The result is always strictly below trust_hi (the upper bound is capped at the largest float
+    below it), so ``classify(devi, result, trust_hi)`` holds.
+    """
+    trust_hi = float(trust_hi)
+    if not (math.isfinite(trust_hi) and trust_hi > 0):
+        raise ValueError(f"trust_hi must be finite and > 0, got {trust_hi!r}")
+    if (n_candidates is None) == (fraction is None):
+        raise ValueError("give exactly one of n_candidates and fraction")
+    if n_candidates is not None and (int(n_candidates) != n_candidates or n_candidates < 1):
+        raise ValueError(f"n_candidates must be a positive integer, got {n_candidates!r}")
+    if fraction is not None and not (0.0 < fraction <= 1.0):
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    lo_min, lo_max = (float(b) for b in lo_bounds_eV_per_A)
+    if not (0.0 <= lo_min <= lo_max and lo_min < trust_hi):
+        raise ValueError(
+            f"lo_bounds_eV_per_A must satisfy 0 <= lo <= hi and lo < trust_hi ({trust_hi:g}), "
+            f"got {lo_bounds_eV_per_A!r}"
+        )
+    lo_max = min(lo_max, float(np.nextafter(trust_hi, -np.inf)))
+    devi = np.asarray(max_devi_f, dtype=float).ravel()
+    below = np.sort(devi[np.isfinite(devi) & (devi < trust_hi)])[::-1]
+    if below.size == 0:
+        return lo_max
+    if n_candidates is not None:
+        k = int(n_candidates)
+    else:  # round first so that 0.1 * 30 = 3.0000000000000004 means 3, not 4
+        k = max(1, math.ceil(round(fraction * below.size, 9)))
+    value = float(below[min(k, below.size) - 1])
+    return min(max(value, lo_min), lo_max)
 
 
 @dataclass(frozen=True)

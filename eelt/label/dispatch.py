@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, as_completed
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from eelt.label.base import Labeler, LabelError, one_line
 log = logging.getLogger(__name__)
 
 LABEL_HASH = "label_hash"  # Atoms.info key of a labeled frame
+LABEL_WALL_S = "label_wall_s"  # s, the job's own wall time on its worker (in the label file)
+LABEL_THREADS = "label_threads"  # threads the job ran with (in the label file)
 _RESULT_KEYS = (keys.ENERGY, keys.FORCES, keys.STRESS)
 
 
@@ -52,18 +55,38 @@ class LabelReport:
     ``labeled``: copies of the frames that succeeded, in input order, each with its label
     (SinglePointCalculator) and ``info["label_hash"]``. ``failed``: one
     ``{"index", "hash", "reason"}`` per input frame that failed. ``n_cached`` / ``n_computed``
-    count distinct labels read from ``labels_dir`` / computed in this call.
+    count distinct labels read from ``labels_dir`` / computed in this call. ``core_hours``:
+    DFT core-hours of the distinct labels held (cached ones included: each label file keeps
+    its job's wall time x threads), ``core_hours_computed`` those of the jobs run in this call.
     """
 
     labeled: list[Atoms] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
     n_cached: int = 0
     n_computed: int = 0
+    core_hours: float = 0.0
+    core_hours_computed: float = 0.0
+
+
+def _threads(labeler: Labeler) -> int:
+    """Threads a job of ``labeler`` runs with in this process (its ``n_threads()``, else 1)."""
+    n_threads = getattr(labeler, "n_threads", None)
+    return int(n_threads()) if callable(n_threads) else 1
 
 
 def _run_labeler(labeler: Labeler, atoms: Atoms) -> Atoms:
-    """The job sent to a worker (module level, so Dask can pickle it)."""
-    return labeler(atoms)
+    """The job sent to a worker (module level, so Dask can pickle it); times itself."""
+    start = time.perf_counter()
+    out = labeler(atoms)
+    if isinstance(out, Atoms):
+        out.info[LABEL_WALL_S] = time.perf_counter() - start
+        out.info[LABEL_THREADS] = _threads(labeler)
+    return out
+
+
+def core_hours(cost: dict) -> float:
+    """Core-hours of a label from its recorded wall time (s) and threads (0 if unrecorded)."""
+    return float(cost.get(LABEL_WALL_S, 0.0)) * int(cost.get(LABEL_THREADS, 1)) / 3600.0
 
 
 def _geometry(frame: Atoms) -> Atoms:
@@ -101,12 +124,16 @@ def _label_file_frame(frame: Atoms, result: Atoms, label_hash: str) -> Atoms:
     values[keys.ENERGY] = float(values[keys.ENERGY])
     stored = Atoms(frame.numbers, positions=frame.positions, cell=frame.cell, pbc=frame.pbc)
     stored.info[LABEL_HASH] = label_hash
+    for key in (LABEL_WALL_S, LABEL_THREADS):
+        if key in result.info:
+            stored.info[key] = result.info[key]
     stored.calc = SinglePointCalculator(stored, **values)
     return stored
 
 
-def _read_label(path: Path, frame: Atoms) -> dict | None:
-    """Label results stored at ``path`` for ``frame``; None if the file is missing or unusable."""
+def _read_label(path: Path, frame: Atoms) -> tuple[dict, dict] | None:
+    """(label results, job cost) stored at ``path`` for ``frame``; None if the file is missing
+    or unusable."""
     if not path.is_file():
         return None
     try:
@@ -123,7 +150,8 @@ def _read_label(path: Path, frame: Atoms) -> dict | None:
     if not ok:
         log.warning("label file %s does not match its frame; computing it again", path)
         return None
-    return {k: results[k] for k in _RESULT_KEYS if k in results}
+    cost = {k: stored.info[k] for k in (LABEL_WALL_S, LABEL_THREADS) if k in stored.info}
+    return {k: results[k] for k in _RESULT_KEYS if k in results}, cost
 
 
 def _with_label(frame: Atoms, results: dict, label_hash: str) -> Atoms:
@@ -161,6 +189,7 @@ def label_frames(
         first_index.setdefault(h, i)
 
     labels: dict[str, dict] = {}
+    costs: dict[str, dict] = {}
     reasons: dict[str, str] = {}
     report = LabelReport()
     to_compute = []
@@ -169,7 +198,7 @@ def label_frames(
         if cached is None:
             to_compute.append(h)
         else:
-            labels[h] = cached
+            labels[h], costs[h] = cached
     report.n_cached = len(labels)
     total = len(first_index)
     if on_progress is not None:
@@ -199,8 +228,9 @@ def label_frames(
                 fresh = _read_label(path, frame)
                 if fresh is None:
                     raise OSError(f"label file {path} cannot be read back after writing it")
-                labels[h] = fresh
+                labels[h], costs[h] = fresh
                 report.n_computed += 1
+                report.core_hours_computed += core_hours(costs[h])
             done += 1
             if on_progress is not None:
                 on_progress(done, total)
@@ -208,6 +238,7 @@ def label_frames(
         for future in futures:
             future.cancel()
 
+    report.core_hours = sum(core_hours(c) for c in costs.values())
     for i, (frame, h) in enumerate(zip(frames, hashes, strict=True)):
         if h in labels:
             report.labeled.append(_with_label(frame, labels[h], h))

@@ -78,6 +78,12 @@ class PySCFLabeler:
             "density_fit": self.density_fit,
         }
 
+    def n_threads(self) -> int:
+        """Threads PySCF computes with in this process (OpenMP)."""
+        from pyscf import lib
+
+        return int(lib.num_threads())
+
     def _use_gpu(self) -> bool:
         if self.device == "cpu":
             return False

@@ -16,3 +16,22 @@ def force_deviation(forces: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndar
     forces = np.asarray(forces)
     spread = forces - forces.mean(0, keepdims=True)
     return np.sqrt((spread**2).sum(-1).mean(0))
+
+
+def relative_max_devi_f(forces_std: np.ndarray, forces: np.ndarray, eps_eV_per_A: float) -> float:
+    """DeePMD's relative model deviation (dimensionless): max over atoms of
+    forces_std_i / (|F_i| + eps), with forces_std (N,) eV/A from :func:`force_deviation` and
+    forces (N, 3) eV/A the ensemble's mean forces; ``eps_eV_per_A`` > 0 keeps near-zero forces
+    from dominating. 0.0 for no atoms."""
+    eps = float(eps_eV_per_A)
+    if not (np.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps_eV_per_A must be finite and > 0, got {eps_eV_per_A!r}")
+    std = np.asarray(forces_std, dtype=float)
+    f = np.asarray(forces, dtype=float)
+    if std.ndim != 1 or f.shape != (std.size, 3):
+        raise ValueError(
+            f"forces_std must be (N,) and forces (N, 3), got {std.shape} and {f.shape}"
+        )
+    if std.size == 0:
+        return 0.0
+    return float(np.max(std / (np.linalg.norm(f, axis=-1) + eps)))

@@ -1,9 +1,16 @@
 """Ensemble training: DeePMD-style loss and schedules, per-member training, learning curves."""
 
-from eelt.train.metrics import FramePredictions, error_metrics, evaluate_rmse, predict_frames
+from eelt.train.metrics import (
+    ErrorSums,
+    FramePredictions,
+    error_metrics,
+    evaluate_rmse,
+    predict_frames,
+)
 from eelt.train.trainer import MemberResult, TrainingDiverged, train_ensemble, train_member
 
 __all__ = [
+    "ErrorSums",
     "FramePredictions",
     "MemberResult",
     "TrainingDiverged",

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -114,25 +114,77 @@ class FramePredictions:
     def metrics(self) -> dict:
         """Energy RMSE (meV/atom), force RMSE and MAE over components (meV/Angstrom); None
         for no frames."""
-        if len(self) == 0:
+        return ErrorSums.of(self).metrics()
+
+
+@dataclass(frozen=True)
+class ErrorSums:
+    """Sums of squared (and absolute) errors of a model on labeled frames.
+
+    Energy per atom in eV (squared: eV^2), forces per Cartesian component in eV/Angstrom.
+    Sums add, so the RMSE over the union of two sets is that of their ``+``.
+    """
+
+    n_frames: int = 0
+    n_force_components: int = 0
+    sse_energy_per_atom_eV2: float = 0.0
+    sse_force_eV2_per_A2: float = 0.0
+    sae_force_eV_per_A: float = 0.0
+
+    @classmethod
+    def of(cls, pred: FramePredictions) -> ErrorSums:
+        if len(pred) == 0:
+            return cls()
+        de = (pred.energy_eV - pred.ref_energy_eV) / pred.n_atoms
+        df = np.concatenate(
+            [
+                (f - r).ravel()
+                for f, r in zip(pred.forces_eV_per_A, pred.ref_forces_eV_per_A, strict=True)
+            ]
+        )
+        return cls(
+            n_frames=len(pred),
+            n_force_components=int(df.size),
+            sse_energy_per_atom_eV2=float(np.sum(de**2)),
+            sse_force_eV2_per_A2=float(np.sum(df**2)),
+            sae_force_eV_per_A=float(np.sum(np.abs(df))),
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ErrorSums:
+        return cls(**{k: d[k] for k in asdict(cls())})
+
+    @classmethod
+    def total(cls, parts: Iterable[ErrorSums]) -> ErrorSums:
+        out = cls()
+        for p in parts:
+            out = out + p
+        return out
+
+    def __add__(self, other: ErrorSums) -> ErrorSums:
+        return ErrorSums(
+            *(a + b for a, b in zip(asdict(self).values(), asdict(other).values(), strict=True))
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def metrics(self) -> dict:
+        """Energy RMSE (meV/atom), force RMSE and MAE (meV/Angstrom); None without frames."""
+        if self.n_frames == 0:
             return {
                 "n_frames": 0,
                 "energy_rmse_meV_per_atom": None,
                 "force_rmse_meV_per_A": None,
                 "force_mae_meV_per_A": None,
             }
-        de = (self.energy_eV - self.ref_energy_eV) / self.n_atoms
-        df = np.concatenate(
-            [
-                (f - r).ravel()
-                for f, r in zip(self.forces_eV_per_A, self.ref_forces_eV_per_A, strict=True)
-            ]
-        )
+        n_f = max(self.n_force_components, 1)
         return {
-            "n_frames": len(self),
-            "energy_rmse_meV_per_atom": 1e3 * float(np.sqrt(np.mean(de**2))),
-            "force_rmse_meV_per_A": 1e3 * float(np.sqrt(np.mean(df**2))) if df.size else 0.0,
-            "force_mae_meV_per_A": 1e3 * float(np.mean(np.abs(df))) if df.size else 0.0,
+            "n_frames": self.n_frames,
+            "energy_rmse_meV_per_atom": 1e3
+            * float(np.sqrt(self.sse_energy_per_atom_eV2 / self.n_frames)),
+            "force_rmse_meV_per_A": 1e3 * float(np.sqrt(self.sse_force_eV2_per_A2 / n_f)),
+            "force_mae_meV_per_A": 1e3 * self.sae_force_eV_per_A / n_f,
         }
 
 
@@ -182,7 +234,5 @@ def error_metrics(ensemble_or_model: DeepPot | Ensemble, frames: Sequence[Atoms]
     """Energy RMSE (meV/atom), force RMSE and MAE (meV/Angstrom) of the model (ensemble: member
     mean) on labeled frames; values None for no frames."""
     if not frames:
-        return FramePredictions(
-            np.zeros(0), np.zeros(0), np.zeros(0), [], [], np.zeros(0)
-        ).metrics()
+        return ErrorSums().metrics()
     return predict_frames(ensemble_or_model, frames).metrics()

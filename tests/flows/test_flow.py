@@ -20,7 +20,7 @@ def test_flow_runs_the_loop_and_publishes_artifacts(tmp_path, prefect_harness):
     config.write_text(yaml.safe_dump(data))
 
     state = eelt_run.with_options(flow_run_name="cu-test")(str(config), str(tmp_path / "run"))
-    assert state["status"] == "max iterations"
+    assert state["status"] == "max_iterations"
     assert (tmp_path / "run" / "iter-000" / "train" / "report.json").is_file()
 
     async def query():

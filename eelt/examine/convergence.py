@@ -1,0 +1,43 @@
+"""When a stage or a run is done: accurate ratio over consecutive iterations, a test-error
+target, a stalled test error. Pure functions on the numbers the reports hold."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# how a run ends (state.json "status"); "running" until one holds
+CONVERGED = "converged"
+BUDGET_EXHAUSTED = "budget_exhausted"
+STALLED = "stalled"
+MAX_ITERATIONS = "max_iterations"
+RUNNING = "running"
+END_STATES = (CONVERGED, BUDGET_EXHAUSTED, STALLED, MAX_ITERATIONS)
+
+
+def ratio_converged(accurate_ratios: Sequence[float], threshold: float, n_consecutive: int) -> bool:
+    """The last ``n_consecutive`` accurate ratios (of one stage, oldest first) all reach
+    ``threshold``."""
+    if n_consecutive < 1:
+        raise ValueError(f"n_consecutive must be >= 1, got {n_consecutive}")
+    recent = list(accurate_ratios)[-n_consecutive:]
+    return len(recent) == n_consecutive and all(r >= threshold for r in recent)
+
+
+def error_converged(test_force_rmse_meV_per_A: float | None, target_eV_per_A: float | None) -> bool:
+    """The test force RMSE (meV/Angstrom) is at or below the target (eV/Angstrom)."""
+    if test_force_rmse_meV_per_A is None or target_eV_per_A is None:
+        return False
+    return test_force_rmse_meV_per_A <= 1e3 * target_eV_per_A
+
+
+def stalled(new_rmse: float | None, old_rmse: float | None, min_improvement: float) -> bool:
+    """The newer ensemble's test error did not improve on the older one's (same frames) by
+    more than ``min_improvement`` (a fraction of the older one's)."""
+    if new_rmse is None or old_rmse is None or old_rmse <= 0:
+        return False
+    return new_rmse > (1.0 - min_improvement) * old_rmse
+
+
+def over_budget(used: float, budget: float | None) -> bool:
+    """A budget (None: none) is spent once ``used`` reaches it."""
+    return budget is not None and used >= budget
