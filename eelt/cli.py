@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 import yaml
+from rich import box
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
@@ -105,33 +106,87 @@ def _run_plain(cfg, base_dir: Path, root: Path) -> dict:
         return run_loop(Loop(run, executor))
 
 
-def _print_status(state: dict) -> None:
-    table = Table(title=f"eelt run {state['name']}: {state['status']}")
-    for col in (
-        "iter",
-        "stage",
-        "explored",
-        "accurate",
-        "candidate",
-        "failed",
-        "labeled",
-        "val F RMSE meV/A",
-    ):
+def _fmt(value, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+EXPLORE_COLUMNS = (
+    ("iter", "iteration", "d"),
+    ("stage", "stage", "d"),
+    ("frames", "n_explored", "d"),
+    ("lo", "trust_lo_eV_per_A", ".3g"),
+    ("hi", "trust_hi_eV_per_A", ".3g"),
+    ("accur.", "accurate_ratio", ".3f"),
+    ("cand.", "candidate_ratio", ".3f"),
+    ("failed", "failed_ratio", ".3f"),
+    ("cands", "n_labeled", "d"),
+    ("test", "n_test_labeled", "d"),
+    ("labels", "labels_total", "d"),
+)
+ACCURACY_COLUMNS = (
+    ("iter", "iteration", "d"),
+    ("expl. F", "explorer_test_force_rmse_meV_per_A", ".1f"),
+    ("expl. E", "explorer_test_energy_rmse_meV_per_atom", ".2f"),
+    ("new F", "test_force_rmse_meV_per_A", ".1f"),
+    ("new E", "test_energy_rmse_meV_per_atom", ".2f"),
+    ("tests", "n_test_frames_total", "d"),
+    ("val F", "val_force_rmse_meV_per_A", ".1f"),
+    ("Spearman", "calibration_spearman", ".2f"),
+    ("cross", "calibration_crossing_eV_per_A", ".3g"),
+)
+
+
+def _table(title: str, columns, rows: list[dict], caption: str) -> Table:
+    table = Table(
+        title=title,
+        caption=caption,
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        show_edge=False,
+    )
+    for col, _, _ in columns:
         table.add_column(col, justify="right")
-    for h in state["iterations"]:
-        rmse = h["val_force_rmse_meV_per_A"]
-        table.add_row(
-            str(h["iteration"]),
-            str(h["stage"]),
-            str(h["n_explored"]),
-            f"{h['accurate_ratio']:.3f}",
-            f"{h['candidate_ratio']:.3f}",
-            f"{h['failed_ratio']:.3f}",
-            str(h["n_labeled"]),
-            "-" if rmse is None else f"{rmse:.1f}",
+    for h in rows:
+        table.add_row(*(_fmt(h.get(key), spec) for _, key, spec in columns))
+    return table
+
+
+def _print_status(state: dict) -> None:
+    detail = state.get("status_detail")
+    title = f"eelt run {state['name']}: {state['status']}" + (f" ({detail})" if detail else "")
+    rows = state["iterations"]
+    out.print(
+        _table(
+            title,
+            EXPLORE_COLUMNS,
+            rows,
+            "frames: explored; lo/hi: trust levels (eV/A); accur./cand./failed: shares of the "
+            "frames; cands: candidates labeled; test: held-out frames; labels: cumulative, initial "
+            "ones included",
         )
-    out.print(table)
-    out.print(f"initial labels: {state['n_init_labeled']}; latest models: {state['models_dir']}")
+    )
+    out.print(
+        _table(
+            "true error against DFT (held-out frames) and calibration",
+            ACCURACY_COLUMNS,
+            rows,
+            "F: force RMSE (meV/A), E: energy RMSE (meV/atom). explorer: the ensemble that "
+            "explored (expl.), on that iteration's held-out frames; new: the ensemble trained in it, on "
+            "all held-out frames so far (tests); val: its members' validation frames. Spearman: "
+            "rank correlation of max force deviation and true max atomic force error on the "
+            "labeled frames; cross: the deviation (eV/A) where the fitted true error reaches "
+            "examine.target_force_error_eV_per_A",
+        )
+    )
+    out.print(
+        f"labels: {state.get('n_labels', state['n_init_labeled'])} "
+        f"({state['n_init_labeled']} initial, {state.get('n_train_labels', 0)} for training, "
+        f"{state.get('n_test_labels', 0)} held-out test frames), "
+        f"DFT {state.get('dft_core_hours', 0.0):.2f} core-hours; "
+        f"latest models: {state['models_dir']}"
+    )
 
 
 @app.command()
@@ -223,6 +278,44 @@ def _train(data: Path, out_dir: Path, config: Path | None):
     type_map = sorted({s for a in frames for s in a.get_chemical_symbols()}, key=atomic_numbers.get)
     with open_executor(exec_cfg) as executor:
         return train_ensemble([str(data)], out_dir, train_cfg, type_map, executor)
+
+
+@app.command()
+def baseline(
+    run_dir: Annotated[Path, typer.Argument(help="run directory")],
+    labels: Annotated[
+        list[int] | None,
+        typer.Option("--labels", help="training labels N (repeatable; default: the run's)"),
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="extxyz with energies and forces to evaluate on too")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="seed of the random draw (default: examine.seed)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    quiet: Annotated[bool, typer.Option(help="only warnings and errors")] = False,
+) -> None:
+    """Active learning against random selection: two ensembles trained on N labels each."""
+    from eelt.baseline import TABLE_HEADER, run_baseline, table_rows
+
+    _setup_logging(quiet)
+    report = _guard(run_baseline, run_dir, labels, data, seed)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    table = Table(title=f"selected against random: {run_dir}")
+    for col in (0, 1, 3, 4, 5):
+        table.add_column(TABLE_HEADER[col], justify="right")
+    for row in table_rows(report):
+        table.add_row(*(row[col] for col in (0, 1, 3, 4, 5)))
+    out.print(table)
+    for entry in report["results"]:
+        if entry["selected_missing"]:
+            out.print(f"N={entry['n_labels']}: no selected set: {entry['selected_missing']}")
+    for note in report["notes"]:
+        out.print(f"note: {note}")
+    out.print(f"report: {run_dir / 'baseline' / 'report.md'}; plot: force_rmse.png beside it")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -77,8 +77,23 @@ class PrefectRunner:
         if "label" in record:
             rows += [
                 {"quantity": "labels done", "value": record["label"]["n_labeled"]},
+                {
+                    "quantity": "test frames labeled",
+                    "value": record["label"].get("n_test_labeled", 0),
+                },
                 {"quantity": "labels failed", "value": record["label"]["n_failed"]},
             ]
+        calibration = record.get("calibrate", {})
+        explorer = calibration.get("explorer_test", {})
+        cal = calibration.get("calibration", {})
+        for quantity, value, digits in (
+            ("explorer test force RMSE (meV/A)", explorer.get("force_rmse_meV_per_A"), 2),
+            ("explorer test energy RMSE (meV/atom)", explorer.get("energy_rmse_meV_per_atom"), 3),
+            ("deviation-error Spearman", cal.get("spearman"), 3),
+            ("deviation at the target error (eV/A)", cal.get("crossing_eV_per_A"), 4),
+        ):
+            if value is not None:
+                rows.append({"quantity": quantity, "value": round(value, digits)})
         train = record.get("train", {})
         if "val_force_rmse_meV_per_A" in train:
             rows += [
@@ -91,6 +106,14 @@ class PrefectRunner:
                     "value": round(train["val_force_rmse_meV_per_A"], 2),
                 },
             ]
+        test = train.get("test", {})
+        if test.get("force_rmse_meV_per_A") is not None:
+            rows.append(
+                {
+                    "quantity": f"new ensemble test force RMSE (meV/A, {test['n_frames']} frames)",
+                    "value": round(test["force_rmse_meV_per_A"], 2),
+                }
+            )
         create_table_artifact(
             rows,
             key=_artifact_key(self.run_name, f"iteration-{index:03d}"),
@@ -99,21 +122,39 @@ class PrefectRunner:
 
 
 def _history_markdown(state: dict[str, Any]) -> str:
+    def fmt(value, spec=".1f"):
+        return "-" if value is None else format(value, spec)
+
     lines = [
         f"# eelt run `{state['name']}`: {state['status']}",
         "",
-        f"Initial labeled frames: {state['n_init_labeled']}; models: `{state['models_dir']}`",
+        f"{state.get('status_detail', '')}",
         "",
-        "| iteration | stage | explored | accurate | candidate | failed | labeled | val. force RMSE (meV/A) |",
-        "|---|---|---|---|---|---|---|---|",
+        f"Labels: {state.get('n_labels', state['n_init_labeled'])} ({state['n_init_labeled']} "
+        f"initial, {state.get('n_train_labels', 0)} for training, {state.get('n_test_labels', 0)} "
+        f"held-out test frames), DFT {state.get('dft_core_hours', 0.0):.2f} core-hours; "
+        f"models: `{state['models_dir']}`",
+        "",
+        "| iteration | stage | explored | accurate | candidate | failed | labeled + test | labels "
+        "total | explorer test F RMSE (meV/A) | new test F RMSE (meV/A) | val. F RMSE (meV/A) | "
+        "Spearman |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for h in state["iterations"]:
-        rmse = h["val_force_rmse_meV_per_A"]
         lines.append(
             f"| {h['iteration']} | {h['stage']} | {h['n_explored']} | {h['accurate_ratio']:.3f} | "
-            f"{h['candidate_ratio']:.3f} | {h['failed_ratio']:.3f} | {h['n_labeled']} | "
-            f"{'-' if rmse is None else f'{rmse:.1f}'} |"
+            f"{h['candidate_ratio']:.3f} | {h['failed_ratio']:.3f} | {h['n_labeled']} + "
+            f"{h.get('n_test_labeled', 0)} | {h.get('labels_total', '-')} | "
+            f"{fmt(h.get('explorer_test_force_rmse_meV_per_A'))} | "
+            f"{fmt(h.get('test_force_rmse_meV_per_A'))} | "
+            f"{fmt(h.get('val_force_rmse_meV_per_A'))} | {fmt(h.get('calibration_spearman'), '.2f')} |"
         )
+    lines += [
+        "",
+        "Explorer test: the ensemble that explored, on that iteration's held-out frames; new "
+        "test: the ensemble trained in it, on all held-out frames so far (the run's learning "
+        "curve: true error against labels).",
+    ]
     return "\n".join(lines)
 
 

@@ -63,6 +63,12 @@ def test_run_plain_then_status(plain_run):
     assert status.exit_code == 0
     state = json.loads(status.output)
     assert state["status"] == "max_iterations" and len(state["iterations"]) == 1
+    first = state["iterations"][0]
+    assert first["n_test_labeled"] > 0 and first["test_force_rmse_meV_per_A"] > 0
+    table = runner.invoke(app, ["status", str(tmp / "run")])
+    assert table.exit_code == 0
+    assert "held-out test frames" in table.output and "Spearman" in table.output
+    assert f"{first['test_force_rmse_meV_per_A']:.1f}" in table.output
 
 
 def test_fresh_refuses_existing_run(plain_run):

@@ -35,3 +35,8 @@ def test_flow_runs_the_loop_and_publishes_artifacts(tmp_path, prefect_harness):
     assert by_name["cu-test-iteration-000"].state.is_completed()
     keys = {a.key for a in artifacts}
     assert {"cu-test-iteration-000", "cu-test-history"} <= keys
+    by_key = {a.key: a for a in artifacts}
+    table = str(by_key["cu-test-iteration-000"].data)
+    assert "explorer test force RMSE" in table and "new ensemble test force RMSE" in table
+    history = str(by_key["cu-test-history"].data)
+    assert "new test F RMSE" in history and "held-out test frames" in history

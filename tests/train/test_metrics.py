@@ -81,7 +81,7 @@ def test_predict_frames_matches_the_calculator_frame_by_frame(members):
         rmse["energy_rmse_meV_per_atom"], rel=1e-9
     )
     diff = np.concatenate(
-        [(f - a.get_forces()).ravel() for f, a in zip(pred.forces_eV_per_A, frames)]
+        [(f - a.get_forces()).ravel() for f, a in zip(pred.forces_eV_per_A, frames, strict=True)]
     )
     assert got["force_mae_meV_per_A"] == pytest.approx(1e3 * np.abs(diff).mean(), rel=1e-9)
     assert got["force_mae_meV_per_A"] < got["force_rmse_meV_per_A"]
