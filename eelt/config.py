@@ -301,6 +301,18 @@ class RunConfig(Section):
     execution: ExecutionConfig = ExecutionConfig()
     loop: LoopConfig = LoopConfig()
 
+    @model_validator(mode="after")
+    def _stage_levels(self) -> RunConfig:
+        for k, stage in enumerate(self.explore.stages):
+            lo = stage.trust_lo_eV_per_A or self.examine.trust_lo_eV_per_A
+            hi = stage.trust_hi_eV_per_A or self.examine.trust_hi_eV_per_A
+            if lo >= hi:
+                raise ValueError(
+                    f"explore.stages.{k}: trust_lo_eV_per_A ({lo}) must be below "
+                    f"trust_hi_eV_per_A ({hi}) (a stage's levels override examine's)"
+                )
+        return self
+
     def science(self) -> dict:
         """The part of the config a resumed run must not change (everything but execution)."""
         science = self.model_dump(mode="json", exclude={"execution", "loop"})
@@ -331,7 +343,8 @@ def _describe(err: ValidationError) -> str:
             msg = f"kind {ctx.get('tag')!r} is not one of {ctx.get('expected_tags')}"
         elif e["type"] == "value_error":
             msg = msg.removeprefix("Value error, ")
-        lines.append(f"{where}: {msg}")
+        # a model-level check names its field in the message itself
+        lines.append(msg if not loc and e["type"] == "value_error" else f"{where}: {msg}")
     return "\n".join(lines)
 
 

@@ -77,3 +77,28 @@ def test_examples_validate(example):
     path = Path(__file__).parent.parent / "examples" / example / "eelt.yaml"
     cfg, base = load_config(path)
     assert read_structures(cfg.system, base)
+
+
+def test_examine_options_are_checked_together():
+    with pytest.raises(ConfigError, match="calibrated' needs target_force_error_eV_per_A"):
+        parse_config(with_(examine={"trust_levels": "calibrated"}))
+    with pytest.raises(ConfigError, match="exactly one of adaptive_n_candidates"):
+        parse_config(with_(examine={"trust_levels": "adaptive"}))
+    with pytest.raises(ConfigError, match=r"^examine\.test_frames: .*greater than or equal to 0"):
+        parse_config(with_(examine={"test_frames": -1}))
+    cfg = parse_config(with_(examine={"test_frames": 0}))
+    assert cfg.examine.test_frames == 0
+
+
+def test_stage_trust_overrides_are_checked_against_the_effective_levels():
+    stage = {"temperatures_K": [300], "trust_lo_eV_per_A": 0.3}  # above examine's hi 0.25
+    with pytest.raises(ConfigError, match=r"^explore\.stages\.0: trust_lo_eV_per_A \(0\.3\)"):
+        parse_config(with_(explore={"stages": [stage]}))
+
+
+def test_budgets_may_change_on_resume_but_not_the_science():
+    a = parse_config(with_(explore={"stages": [{"temperatures_K": [300], "max_labels": 10}]}))
+    b = parse_config(with_(explore={"stages": [{"temperatures_K": [300], "max_labels": 50}]}))
+    assert a.science() == b.science()
+    c = parse_config(with_(explore={"stages": [{"temperatures_K": [300], "max_candidates": 3}]}))
+    assert a.science() != c.science()

@@ -202,3 +202,35 @@ def test_frame_calculator_and_arrays_do_not_leak_into_the_label(pool, tmp_path):
     assert frame.get_potential_energy() == 123.0
     stored = ase.io.read(tmp_path / f"{labeled.info['label_hash']}.extxyz")
     assert "forces_std" not in stored.arrays and "walker" not in stored.info
+
+
+@dataclass(frozen=True)
+class SlowLabeler:
+    """EMT that takes a known time with a known thread count, to check the core-hour record."""
+
+    name: ClassVar[str] = "slow-emt"
+    sleep_s: float = 0.2
+
+    def settings(self) -> dict:
+        return {"labeler": self.name}
+
+    def n_threads(self) -> int:
+        return 3
+
+    def __call__(self, atoms: Atoms) -> Atoms:
+        time.sleep(self.sleep_s)
+        return EMTLabeler()(atoms)
+
+
+def test_each_label_keeps_its_jobs_wall_time_and_threads(pool, tmp_path):
+    frames = copper_frames(2)
+    report = label_frames(frames, SlowLabeler(), pool, tmp_path)
+    # 2 jobs of >= 0.2 s on 3 threads: >= 1.2 core-seconds
+    assert report.core_hours_computed == pytest.approx(report.core_hours)
+    assert 1.2 / 3600 <= report.core_hours < 3.0 / 3600
+    stored = ase.io.read(next(tmp_path.glob("*.extxyz")))
+    assert stored.info["label_threads"] == 3 and stored.info["label_wall_s"] >= 0.2
+    again = label_frames(frames, SlowLabeler(), pool, tmp_path)
+    # cached labels bring their cost along; none was computed this time
+    assert again.n_computed == 0 and again.core_hours_computed == 0.0
+    assert again.core_hours == pytest.approx(report.core_hours)
