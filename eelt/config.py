@@ -108,6 +108,15 @@ class ExamineConfig(Section):
 
     trust_lo_eV_per_A: PositiveFloat = 0.05
     trust_hi_eV_per_A: PositiveFloat = 0.25
+    deviation: Literal["absolute", "relative"] = Field(
+        default="absolute",
+        description="what the trust levels apply to: the max force deviation (eV/A), or DeePMD's "
+        "relative one, max over atoms of deviation / (|F| + relative_eps_eV_per_A), with the "
+        "dimensionless trust_lo_relative / trust_hi_relative",
+    )
+    relative_eps_eV_per_A: PositiveFloat = 1.0
+    trust_lo_relative: PositiveFloat = 0.03
+    trust_hi_relative: PositiveFloat = 0.15
     trust_levels: Literal["fixed", "calibrated", "adaptive"] = Field(
         default="fixed",
         description="fixed: as configured (per stage if a stage says so); calibrated: each "
@@ -147,6 +156,15 @@ class ExamineConfig(Section):
             raise ValueError(
                 f"trust_lo_eV_per_A ({self.trust_lo_eV_per_A}) must be below "
                 f"trust_hi_eV_per_A ({self.trust_hi_eV_per_A})"
+            )
+        if self.trust_lo_relative >= self.trust_hi_relative:
+            raise ValueError(
+                f"trust_lo_relative ({self.trust_lo_relative}) must be below "
+                f"trust_hi_relative ({self.trust_hi_relative})"
+            )
+        if self.deviation == "relative" and self.trust_levels == "calibrated":
+            raise ValueError(
+                "trust_levels 'calibrated' sets absolute levels (eV/A); use deviation 'absolute'"
             )
         lo, hi = self.trust_lo_bounds_eV_per_A
         if lo > hi:

@@ -9,6 +9,9 @@ STRESS = "stress"  # eV/Angstrom^3, ASE Voigt order
 
 # Ensemble deviation (DeePMD's model_devi definitions), written per explored frame.
 MAX_DEVI_F = "max_devi_f"  # eV/Angstrom: max over atoms of sqrt(mean_k |F_k - <F>|^2)
+MAX_DEVI_F_REL = (
+    "max_devi_f_rel"  # 1: max over atoms of the same / (|<F>| + eps), DeePMD's relative
+)
 AVG_DEVI_F = "avg_devi_f"  # eV/Angstrom: mean over atoms of the same
 DEVI_E = "devi_e"  # eV/atom: std over members of the energy per atom
 FORCES_STD = "forces_std"  # eV/Angstrom, per atom (calculator result)

@@ -277,6 +277,7 @@ class Loop:
         stage = self.config.explore.stages[slot.stage]
         models = str(self.models_dir(slot.iteration))
         seeds = np.random.SeedSequence([self.config.explore.seed, slot.iteration])
+        levels = self.trust_levels(slot)
         jobs = {}
         starts = self.run.starts()
         n_walkers = len(starts) * len(stage.temperatures_K) * stage.walkers_per_condition
@@ -297,7 +298,9 @@ class Loop:
                 friction_per_fs=stage.friction_per_fs,
                 seed=int(seed),
                 forces_from=self.config.explore.forces_from,
-                trust_hi_eV_per_A=self.trust_levels(slot)["trust_hi_eV_per_A"],
+                trust_hi_eV_per_A=levels["trust_hi_eV_per_A"],
+                trust_hi_relative=levels.get("trust_hi_relative"),
+                relative_eps_eV_per_A=self.config.examine.relative_eps_eV_per_A,
                 stop_after_failed_dumps=self.config.explore.stop_after_failed_dumps,
                 min_distance_fraction=self.config.explore.min_distance_fraction,
                 max_bond_fraction=self.config.explore.max_bond_fraction,
@@ -344,6 +347,15 @@ class Loop:
         from eelt.examine import calibrated_trust_levels
 
         cfg = self.config.examine
+        if cfg.deviation == "relative":
+            return {
+                "deviation": "relative",
+                "trust_lo_eV_per_A": None,
+                "trust_hi_eV_per_A": None,
+                "trust_lo_relative": cfg.trust_lo_relative,
+                "trust_hi_relative": cfg.trust_hi_relative,
+                "trust_source": "config",
+            }
         stage = self.config.explore.stages[slot.stage]
         lo = stage.trust_lo_eV_per_A or cfg.trust_lo_eV_per_A
         hi = stage.trust_hi_eV_per_A or cfg.trust_hi_eV_per_A
@@ -359,6 +371,7 @@ class Loop:
                     source = f"calibrated in iteration {it}"
                     break
         return {
+            "deviation": "absolute",
             "trust_lo_eV_per_A": float(lo),
             "trust_hi_eV_per_A": float(hi),
             "trust_source": source,
@@ -441,18 +454,21 @@ class Loop:
         frames: list[Atoms] = []
         for path in self.run.explored_files(slot.iteration):
             frames += read_trajectory(path)
-        devi = np.array([a.info[keys.MAX_DEVI_F] for a in frames], dtype=float)
         levels = self.trust_levels(slot)
+        unit = "_relative" if cfg.deviation == "relative" else "_eV_per_A"
+        key = keys.MAX_DEVI_F_REL if cfg.deviation == "relative" else keys.MAX_DEVI_F
+        devi = np.array([a.info.get(key, np.nan) for a in frames], dtype=float)
         if cfg.trust_levels == "adaptive":
-            levels["trust_lo_eV_per_A"] = adaptive_trust_lo(
+            bounds = tuple(cfg.trust_lo_bounds_eV_per_A) if unit == "_eV_per_A" else (0.0, np.inf)
+            levels["trust_lo" + unit] = adaptive_trust_lo(
                 devi,
-                levels["trust_hi_eV_per_A"],
+                levels["trust_hi" + unit],
                 n_candidates=cfg.adaptive_n_candidates,
                 fraction=cfg.adaptive_fraction,
-                lo_bounds_eV_per_A=tuple(cfg.trust_lo_bounds_eV_per_A),
+                lo_bounds_eV_per_A=bounds,
             )
             levels["trust_source"] = "adaptive"
-        lo, hi = levels["trust_lo_eV_per_A"], levels["trust_hi_eV_per_A"]
+        lo, hi = levels["trust_lo" + unit], levels["trust_hi" + unit]
         classes = classify(devi, lo, hi)
         counts = TrustCounts.from_labels(classes)
         earlier = [
@@ -509,11 +525,12 @@ class Loop:
             "max_devi_f_max": float(np.nanmax(devi)) if np.isfinite(devi).any() else None,
         }
         log.info(
-            "iteration %d: trust levels %.3g / %.3g eV/A (%s); accurate %.3f, candidate %.3f, "
+            "iteration %d: trust levels %.3g / %.3g %s (%s); accurate %.3f, candidate %.3f, "
             "failed %.3f; %d candidates and %d test frames to label",
             slot.iteration,
             lo,
             hi,
+            "(relative)" if cfg.deviation == "relative" else "eV/A",
             levels["trust_source"],
             counts.accurate_ratio,
             counts.candidate_ratio,
@@ -569,8 +586,13 @@ class Loop:
         frames = cands + tests
         models = self.models_dir(slot.iteration)
         devi = np.array([f.info[keys.MAX_DEVI_F] for f in frames], dtype=float)
-        lo, hi = exam["trust_lo_eV_per_A"], exam["trust_hi_eV_per_A"]
-        classes = classify(devi, lo, hi)
+        if exam.get("deviation") == "relative":
+            rel = np.array([f.info.get(keys.MAX_DEVI_F_REL, np.nan) for f in frames], dtype=float)
+            classes = classify(rel, exam["trust_lo_relative"], exam["trust_hi_relative"])
+            lo = hi = 0.0  # the plot's axis is the absolute deviation: no level lines
+        else:
+            lo, hi = exam["trust_lo_eV_per_A"], exam["trust_hi_eV_per_A"]
+            classes = classify(devi, lo, hi)
         pred = predict_frames(Ensemble.load(models), frames) if frames else None
         error = pred.max_force_error_eV_per_A if pred is not None else np.zeros(0)
         kinds = ["candidate"] * len(cands) + ["test"] * len(tests)

@@ -337,3 +337,19 @@ def test_adaptive_trust_lo_picks_the_configured_number_of_candidates(tmp_path):
         # trust_lo at the 5th largest deviation below trust_hi (ties: walkers share frame 0)
         assert exam["trust_lo_eV_per_A"] == pytest.approx(below[-5])
         assert exam["n_candidate"] == sum(d >= below[-5] for d in below) >= 5
+
+
+def test_relative_deviation_drives_the_examination(tmp_path):
+    run, state = run_tiny(
+        tmp_path,
+        examine={"deviation": "relative", "trust_lo_relative": 1e-4, "trust_hi_relative": 10.0},
+        loop={"max_iterations": 1},
+    )
+    exam = json.loads((run.root / "iter-000/examine/report.json").read_text())
+    assert exam["deviation"] == "relative" and exam["trust_lo_eV_per_A"] is None
+    assert exam["n_candidate"] > 0 and state["iterations"][0]["n_labeled"] > 0
+    from eelt.explore import read_trajectory
+
+    frames = [f for p in run.explored_files(0) for f in read_trajectory(p)]
+    rel = np.array([f.info["max_devi_f_rel"] for f in frames])
+    assert exam["n_accurate"] == int((rel < 1e-4).sum())

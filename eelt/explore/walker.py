@@ -25,6 +25,7 @@ from vesin import ase_neighbor_list
 
 from eelt import keys
 from eelt.atomic import write_frames
+from eelt.model.deviation import relative_max_devi_f
 
 MODEL_ENERGY = keys.MODEL_ENERGY
 KINETIC_TEMPERATURE_K = keys.KINETIC_TEMPERATURE_K
@@ -97,6 +98,8 @@ def _check_md_args(
     stop_after_failed_dumps: int,
     min_distance_fraction: float,
     max_bond_fraction: float,
+    trust_hi_relative: float | None = None,
+    relative_eps_eV_per_A: float | None = None,
 ) -> None:
     if len(atoms) == 0:
         raise ValueError("run_walker: the start structure has no atoms")
@@ -116,6 +119,8 @@ def _check_md_args(
         )
     if not 0 <= min_distance_fraction < 1:
         raise ValueError(f"min_distance_fraction must be in [0, 1), got {min_distance_fraction!r}")
+    if trust_hi_relative is not None and relative_eps_eV_per_A is None:
+        raise ValueError("trust_hi_relative needs relative_eps_eV_per_A")
     if not (max_bond_fraction == 0 or max_bond_fraction >= 1):
         raise ValueError(f"max_bond_fraction must be 0 (off) or >= 1, got {max_bond_fraction!r}")
 
@@ -133,6 +138,8 @@ def run_walker(
     out_path: str | Path,
     walker: str,
     trust_hi_eV_per_A: float | None = None,
+    trust_hi_relative: float | None = None,
+    relative_eps_eV_per_A: float | None = None,
     stop_after_failed_dumps: int = 20,
     min_distance_fraction: float = 0.5,
     max_bond_fraction: float = 2.0,
@@ -143,7 +150,10 @@ def run_walker(
     ``calculator`` is any ASE calculator whose results hold ``max_devi_f``, ``avg_devi_f`` and
     ``devi_e`` next to energy and forces at dump steps; one with a ``request_deviation()``
     method (EnsembleCalculator) is told before each dump step's force call. The input
-    ``atoms`` is not modified.
+    ``atoms`` is not modified. With ``relative_eps_eV_per_A`` each frame also records DeePMD's
+    relative deviation ``max_devi_f_rel`` (needs ``forces_std`` in the results); the walker
+    stops after ``stop_after_failed_dumps`` dumps in a row above ``trust_hi_eV_per_A`` (absolute)
+    or ``trust_hi_relative`` (relative), whichever are given.
     """
     _check_md_args(
         atoms,
@@ -155,6 +165,8 @@ def run_walker(
         stop_after_failed_dumps,
         min_distance_fraction,
         max_bond_fraction,
+        trust_hi_relative,
+        relative_eps_eV_per_A,
     )
     # an atom that leaves all others (a fragment flying off) sees no neighbor within rcut: every
     # member predicts the same nothing there, so the deviation cannot flag it. Atoms already
@@ -235,14 +247,29 @@ def run_walker(
                 MODEL_ENERGY: energy,
             }
         )
+        if relative_eps_eV_per_A is not None:
+            member_forces = results.get("member_forces")
+            mean_forces = (
+                np.mean(member_forces, axis=0) if member_forces is not None else results["forces"]
+            )
+            frame.info[keys.MAX_DEVI_F_REL] = relative_max_devi_f(
+                results[keys.FORCES_STD], mean_forces, relative_eps_eV_per_A
+            )
         frames.append(frame)
-        if trust_hi_eV_per_A is not None:
-            # a NaN deviation fails the `<=` test, so it counts as failed
-            failed_in_row = 0 if max_devi_f <= trust_hi_eV_per_A else failed_in_row + 1
+        over = []
+        # a NaN deviation fails the `<=` test, so it counts as failed
+        if trust_hi_eV_per_A is not None and not max_devi_f <= trust_hi_eV_per_A:
+            over.append(f"max_devi_f {max_devi_f:.3g} > {trust_hi_eV_per_A:g} eV/A")
+        if trust_hi_relative is not None:
+            rel = frame.info[keys.MAX_DEVI_F_REL]
+            if not rel <= trust_hi_relative:
+                over.append(f"max_devi_f_rel {rel:.3g} > {trust_hi_relative:g}")
+        if trust_hi_eV_per_A is not None or trust_hi_relative is not None:
+            failed_in_row = failed_in_row + 1 if over else 0
             if failed_in_row >= stop_after_failed_dumps:
                 raise _WalkerStop(
                     f"deviation above trust_hi for {stop_after_failed_dumps} dumps "
-                    f"(max_devi_f {max_devi_f:.3g} > {trust_hi_eV_per_A:g} eV/A)"
+                    f"({'; '.join(over)})"
                 )
 
     def before_dump() -> None:

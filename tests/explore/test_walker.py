@@ -229,3 +229,32 @@ def test_isolated_atoms():
     assert isolated_atoms(water, 0.0) == []  # off
     cu = bulk("Cu", "fcc", a=3.6)  # one atom per cell: bonded to its periodic images
     assert isolated_atoms(cu, 2.0) == []
+
+
+def test_relative_deviation_is_recorded_and_stops_the_walker(cu_small, committee, tmp_path):
+    from eelt.model.deviation import relative_max_devi_f
+
+    summary = _run(cu_small, committee, tmp_path, n_steps=20, relative_eps_eV_per_A=0.5)
+    frames = read_trajectory(summary.trajectory)
+    for frame in frames:  # recompute from the committee at the frame's positions
+        atoms = frame.copy()
+        atoms.calc = committee
+        atoms.get_forces()
+        res = committee.results
+        expected = relative_max_devi_f(res[keys.FORCES_STD], res["member_forces"].mean(0), 0.5)
+        assert frame.info[keys.MAX_DEVI_F_REL] == pytest.approx(expected, rel=1e-6)
+        assert frame.info[keys.MAX_DEVI_F_REL] < frame.info[keys.MAX_DEVI_F] / 0.5 + 1e-12
+    stopped = _run(
+        cu_small,
+        committee,
+        tmp_path,
+        name="rel",
+        n_steps=100,
+        dump_interval=2,
+        relative_eps_eV_per_A=0.5,
+        trust_hi_relative=1e-9,
+        stop_after_failed_dumps=2,
+    )
+    assert stopped.stop_reason.startswith("deviation above trust_hi for 2 dumps (max_devi_f_rel")
+    with pytest.raises(ValueError, match="trust_hi_relative needs relative_eps_eV_per_A"):
+        _run(cu_small, committee, tmp_path, name="bad", trust_hi_relative=0.1)
