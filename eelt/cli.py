@@ -185,7 +185,13 @@ def _print_status(state: dict) -> None:
         f"({state['n_init_labeled']} initial, {state.get('n_train_labels', 0)} for training, "
         f"{state.get('n_test_labels', 0)} held-out test frames), "
         f"DFT {state.get('dft_core_hours', 0.0):.2f} core-hours; "
-        f"latest models: {state['models_dir']}"
+        + (
+            f"{state['explored_labeled_fraction']:.1%} of {state['n_explored']} explored frames "
+            "labeled; "
+            if state.get("explored_labeled_fraction") is not None
+            else ""
+        )
+        + f"latest models: {state['models_dir']}"
     )
 
 

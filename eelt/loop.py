@@ -831,6 +831,7 @@ class Loop:
             )
         n_train = init.get("n_labeled", 0) + sum(h["n_labeled"] for h in history)
         n_test = sum(h["n_test_labeled"] for h in history)
+        n_explored = sum(h["n_explored"] for h in history)
         return {
             "name": self.config.name,
             "status": status,
@@ -840,6 +841,11 @@ class Loop:
             "n_train_labels": n_train,
             "n_test_labels": n_test,
             "n_labels": n_total,
+            "n_explored": n_explored,
+            # candidates and test frames labeled, as a share of the frames explored
+            "explored_labeled_fraction": (n_train + n_test - init.get("n_labeled", 0)) / n_explored
+            if n_explored
+            else None,
             "dft_core_hours": hours_total,
             "models_dir": str(self.models_dir(len(records)).relative_to(self.run.root)),
         }
