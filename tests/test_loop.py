@@ -8,8 +8,9 @@ import pytest
 
 from eelt.config import StageConfig
 from eelt.errors import EeltError
-from eelt.loop import Loop, prepare_run, run_loop, schedule
+from eelt.loop import Loop, prepare_run, run_loop
 from eelt.model import Ensemble, EnsembleCalculator
+from eelt.progress import schedule
 from tests.loop_config import cu_start, tiny_config
 
 
