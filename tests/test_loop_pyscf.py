@@ -63,6 +63,13 @@ def test_water_loop_with_pyscf_on_dask(tmp_path):
     assert all(
         "SCF not converged" in f["reason"] for f in report["failed"]
     )  # the only way it fails here
+    assert report["n_test_requested"] == 4
+    assert report["n_test_labeled"] + report["n_test_failed"] == 4
+    # every computed label records its cost: wall time on the worker x PySCF's threads there
+    assert report["dft_core_hours"] > 0 and state["dft_core_hours"] >= report["dft_core_hours"]
+    for path in (tmp_path / "run/labels").glob("*.extxyz"):
+        stored = ase.io.read(path)
+        assert stored.info["label_threads"] >= 1 and stored.info["label_wall_s"] > 0
     init = ase.io.read(tmp_path / "run/data/init.extxyz", ":")
     # the labels are PySCF's: recompute one frame directly
     atoms = init[3]
