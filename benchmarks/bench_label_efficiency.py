@@ -25,6 +25,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ase.io
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "label_efficiency" / "ethanol.yaml"
 DATA = HERE / "data" / "ethanol_pbe_def2svp_test.extxyz"
@@ -46,6 +49,30 @@ def labels_for(rmse: float, points: list[tuple[int, float]]) -> float | None:
     if slope >= 0:
         return None
     return math.exp(math.log(n0) + (math.log(rmse) - math.log(r0)) / slope)
+
+
+def hydroxyl_dihedral_deg(frames) -> np.ndarray:
+    """|H-O-C-C| (degrees, 0-180) of ethanol frames: near 180 trans, near 60 gauche."""
+    sym = frames[0].get_chemical_symbols()
+    d = frames[0].get_all_distances()
+    o = sym.index("O")
+    c_near, c_far = sorted((i for i, s in enumerate(sym) if s == "C"), key=lambda c: d[o, c])
+    h = min((i for i, s in enumerate(sym) if s == "H"), key=lambda i: d[o, i])
+    angles = np.array([f.get_dihedral(h, o, c_near, c_far) for f in frames])
+    return np.abs((angles + 180.0) % 360.0 - 180.0)
+
+
+def by_rotor(models_dir: Path, frames) -> dict[str, dict]:
+    """Test errors of an ensemble on the frames with |H-O-C-C| below / above 90 degrees."""
+    from eelt.model import Ensemble
+    from eelt.train import ErrorSums, predict_frames
+
+    pred = predict_frames(Ensemble.load(models_dir), frames)
+    dih = hydroxyl_dihedral_deg(frames)
+    return {
+        name: ErrorSums.of(pred.subset(np.flatnonzero(mask))).metrics()
+        for name, mask in (("gauche-like (<90)", dih < 90), ("trans-like (>=90)", dih >= 90))
+    }
 
 
 def main() -> int:
@@ -105,6 +132,29 @@ def main() -> int:
                 f"{where}: selection reaches {rmse:.1f} meV/A with {n} labels; random needs "
                 f"{need_text}"
             )
+    print()
+    data = ase.io.read(args.data, ":")
+    explored = [
+        f for p in sorted(args.run_dir.glob("iter-*/explore/*.extxyz")) for f in ase.io.read(p, ":")
+    ]
+    dih = hydroxyl_dihedral_deg(explored)
+    print(
+        f"hydroxyl rotor |H-O-C-C|: explored frames below 90 degrees: {(dih < 90).mean():.1%}; "
+        f"--data frames: {(hydroxyl_dihedral_deg(data) < 90).mean():.1%}"
+    )
+    last = report["results"][-1]
+    ensembles = {"run (final ensemble)": args.run_dir / state["models_dir"]}
+    for name in ("selected", "random"):
+        if last.get(name):
+            ensembles[f"{name} N={last['n_labels']}"] = args.run_dir / last[name]["models_dir"]
+    for name, models in ensembles.items():
+        parts = by_rotor(models, data)
+        print(
+            f"{name}: --data force RMSE "
+            + ", ".join(
+                f"{k} {v['force_rmse_meV_per_A']:.1f} ({v['n_frames']})" for k, v in parts.items()
+            )
+        )
     return 0
 
 
