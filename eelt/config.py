@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from eelt.errors import EeltError
+from eelt.explore.dynamics import RAMPABLE
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -40,36 +41,147 @@ class SystemConfig(Section):
 
 
 class InitConfig(Section):
-    """Initial data: randomly perturbed copies of the start structures, labeled before iteration 0."""
+    """Initial data: randomly perturbed copies of the start structures, labeled before iteration 0,
+    and/or labeled data the user already has (DP-GEN's ``init_data_sys``): extxyz (or any ase.io
+    format with energies and forces) files, or DeePMD systems (a folder with type.raw and set.*/,
+    read with dpdata); paths relative to the config file. They must be labeled at the level of
+    theory of ``label``; they are checked (energy and forces present and finite) and counted
+    apart from the labels the run computes."""
 
-    n_perturbed: PositiveInt = 20
+    n_perturbed: Annotated[int, Field(ge=0)] = 20
     position_sigma_A: Annotated[float, Field(ge=0)] = 0.05
     cell_strain: Annotated[float, Field(ge=0, lt=0.5)] = 0.03
     seed: int = 0
+    data: list[str] = []
+
+
+class CVConfig(Section):
+    """A collective variable: distance / angle / dihedral of atoms (0-based indices; Angstrom,
+    radians), a coordination number between two groups (PLUMED's switching function with
+    ``r0_A``, ``nn``, ``mm``), or any torch function of (positions, cell) given as
+    ``package.module:function``."""
+
+    kind: Literal["distance", "angle", "dihedral", "coordination", "torch"]
+    atoms: list[Annotated[int, Field(ge=0)]] | None = None
+    group_a: list[Annotated[int, Field(ge=0)]] | None = None
+    group_b: list[Annotated[int, Field(ge=0)]] | None = None
+    r0_A: PositiveFloat | None = None
+    nn: PositiveInt = 6
+    mm: PositiveInt = 12
+    function: str | None = None
+    periodic: bool = False
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]+$")
+
+    @model_validator(mode="after")
+    def _check(self) -> CVConfig:
+        n_atoms = {"distance": 2, "angle": 3, "dihedral": 4}.get(self.kind)
+        if n_atoms is not None and (self.atoms is None or len(self.atoms) != n_atoms):
+            raise ValueError(f"a {self.kind} CV needs atoms: {n_atoms} atom indices")
+        if self.kind == "coordination" and not (self.group_a and self.group_b and self.r0_A):
+            raise ValueError("a coordination CV needs group_a, group_b and r0_A")
+        if self.kind == "torch" and (not self.function or ":" not in self.function):
+            raise ValueError("a torch CV needs function: 'package.module:function'")
+        return self
+
+
+class MetadynamicsConfig(Section):
+    """Well-tempered metadynamics on the ``cvs``: a Gaussian hill of ``height_eV`` and widths
+    ``sigma`` (CV units) every ``pace_steps``, heights tempered by ``biasfactor`` (None: plain)."""
+
+    kind: Literal["metadynamics"] = "metadynamics"
+    cvs: list[CVConfig] = Field(min_length=1)
+    sigma: list[PositiveFloat] = Field(min_length=1)
+    height_eV: PositiveFloat = 0.02
+    pace_steps: PositiveInt = 50
+    biasfactor: Annotated[float, Field(gt=1)] | None = 10.0
+
+    @model_validator(mode="after")
+    def _check(self) -> MetadynamicsConfig:
+        if len(self.sigma) != len(self.cvs):
+            raise ValueError(f"sigma has {len(self.sigma)} widths for {len(self.cvs)} cvs")
+        return self
+
+
+class UncertaintyBiasConfig(Section):
+    """Uncertainty-biased MD: bias energy -strength x (std of the members' energies), pulling
+    walkers towards where the ensemble disagrees (every member runs at every step)."""
+
+    kind: Literal["uncertainty"] = "uncertainty"
+    strength: PositiveFloat = 1.0
+
+
+class PlumedConfig(Section):
+    """A PLUMED input (its text, PLUMED's units: nm, kJ/mol, ps) run through PLUMED's kernel."""
+
+    kind: Literal["plumed"] = "plumed"
+    script: str = Field(min_length=1)
+
+
+BiasConfig = Annotated[
+    MetadynamicsConfig | UncertaintyBiasConfig | PlumedConfig, Field(discriminator="kind")
+]
 
 
 class StageConfig(Section):
     """A block of exploration conditions, run until converged or ``max_iterations``.
 
-    Trust levels and the candidate cap, when given here, override the ``examine`` section's
-    for this stage. ``max_labels`` / ``max_dft_core_hours`` are the stage's budgets (labels
-    and DFT core-hours of its iterations, test frames included): a stage that spends one ends
-    like one that reaches ``max_iterations``. Budgets may be raised on resume.
+    Walkers: every start x temperature (x pressure for npt) x ``walkers_per_condition``. Starts
+    (``starts``): the system's structures, files of their own, or frames of the previous
+    iteration: the last frame of each walker (``last``) or its most uncertain accurate frames
+    (``uncertain``), at most ``max_starts``. Trust levels and the candidate cap, when given
+    here, override the ``examine`` section's for this stage. ``max_labels`` /
+    ``max_dft_core_hours`` are the stage's budgets (labels and DFT core-hours of its
+    iterations, test frames included): a stage that spends one ends like one that reaches
+    ``max_iterations``. Budgets may be raised on resume.
     """
 
     temperatures_K: list[PositiveFloat] = Field(min_length=1)
-    ensemble: Literal["nvt"] = "nvt"
+    ensemble: Literal["nve", "nvt", "npt"] = "nvt"
+    thermostat: Literal["langevin", "bussi", "nose-hoover"] = "langevin"
+    barostat: Literal["mtk", "langevin"] = "mtk"
+    cell_fluctuation: Literal["isotropic", "anisotropic"] = "isotropic"
+    pressures_bar: list[float] | None = None
+    temperature_ramp_to_K: PositiveFloat | None = Field(
+        default=None, description="each walker's target goes linearly from its temperature to this"
+    )
     n_steps: PositiveInt = 1000
     timestep_fs: PositiveFloat = 0.5
     dump_interval: PositiveInt = 10
     friction_per_fs: PositiveFloat = 0.01
+    thermostat_time_fs: PositiveFloat = 100.0
+    barostat_time_fs: PositiveFloat = 1000.0
     walkers_per_condition: PositiveInt = 1
+    starts: Literal["system", "last", "uncertain"] | list[str] = "system"
+    max_starts: PositiveInt | None = None
+    biases: list[BiasConfig] = []
     max_iterations: PositiveInt = 5
     trust_lo_eV_per_A: PositiveFloat | None = None
     trust_hi_eV_per_A: PositiveFloat | None = None
     max_candidates: PositiveInt | None = None
     max_labels: PositiveInt | None = None
     max_dft_core_hours: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> StageConfig:
+        if self.ensemble == "npt" and not self.pressures_bar:
+            raise ValueError("ensemble 'npt' needs pressures_bar")
+        if self.ensemble != "npt" and self.pressures_bar:
+            raise ValueError(f"pressures_bar needs ensemble 'npt', not {self.ensemble!r}")
+        coupling = self.barostat if self.ensemble == "npt" else self.thermostat
+        if self.temperature_ramp_to_K is not None and (self.ensemble, coupling) not in RAMPABLE:
+            raise ValueError(
+                "temperature_ramp_to_K needs nvt with thermostat langevin or bussi, or npt "
+                f"with barostat langevin (not {self.ensemble} with {coupling})"
+            )
+        if isinstance(self.starts, list) and not self.starts:
+            raise ValueError("starts: give 'system', 'last', 'uncertain' or a list of files")
+        if sum(b.kind == "plumed" for b in self.biases) > 1:
+            raise ValueError("biases: at most one plumed bias")
+        return self
+
+    def conditions(self) -> list[tuple[float, float | None]]:
+        """(temperature_K, pressure_bar or None) of every condition, temperatures outermost."""
+        return [(t, p) for t in self.temperatures_K for p in (self.pressures_bar or [None])]
 
 
 class ExploreConfig(Section):
@@ -87,6 +199,22 @@ class ExploreConfig(Section):
     min_distance_fraction: Annotated[float, Field(ge=0, lt=1)] = Field(
         default=0.5,
         description="a walker stops when two atoms come closer than this x covalent radii sum",
+    )
+    max_volume_ratio: float = Field(
+        default=2.0,
+        description="a periodic walker stops when its cell volume grows or shrinks by more than "
+        "this factor from its start; 0: off",
+    )
+    max_restarts: Annotated[int, Field(ge=0)] = Field(
+        default=2,
+        description="a walker stopped by a guard starts again from its last good frame with new "
+        "velocities and seed, up to this many times",
+    )
+    restart_timestep_factor: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=1.0, description="each restart multiplies the walker's timestep by this"
+    )
+    plot_walkers: bool = Field(
+        default=True, description="a plot of deviation (and CVs) over time per walker"
     )
     max_bond_fraction: float = Field(
         default=2.0,
@@ -321,6 +449,8 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _stage_levels(self) -> RunConfig:
+        if self.init.n_perturbed == 0 and not self.init.data:
+            raise ValueError("init: n_perturbed is 0 and no init.data is given: no initial data")
         for k, stage in enumerate(self.explore.stages):
             lo = stage.trust_lo_eV_per_A or self.examine.trust_lo_eV_per_A
             hi = stage.trust_hi_eV_per_A or self.examine.trust_hi_eV_per_A
@@ -345,11 +475,14 @@ class ConfigError(EeltError, ValueError):
     """A config that cannot be used; the message is one line per problem, naming the field."""
 
 
+UNION_TAGS = ("pyscf", "emt", "metadynamics", "uncertainty", "plumed")
+
+
 def _describe(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         # drop the union tag pydantic inserts into the location (label.pyscf.xc -> label.xc)
-        loc = [p for p in e["loc"] if p not in ("pyscf", "emt")]
+        loc = [p for p in e["loc"] if p not in UNION_TAGS]
         where = ".".join(str(p) for p in loc) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":

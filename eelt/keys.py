@@ -21,7 +21,10 @@ AVG_DEVI_V = "avg_devi_v"  # eV/atom: mean over the 9 components (periodic cells
 # Provenance of explored frames.
 WALKER = "walker"
 STEP = "step"
-TEMPERATURE_K = "temperature_K"
+SEGMENT = "segment"  # 0, then 1, 2, ... after each restart from a good frame
+TEMPERATURE_K = "temperature_K"  # K, the thermostat's target at that step
+PRESSURE_BAR = "pressure_bar"  # bar, the barostat's target (NPT walkers)
+BIAS_ENERGY = "bias_energy"  # eV, the enhanced-sampling bias at that frame (cv_<name>: its CVs)
 TRUST_CLASS = "trust_class"  # accurate / candidate / failed, as the examination classified it
 MODEL_ENERGY = "model_energy"  # eV, the ensemble's mean energy (a prediction, never a label)
 KINETIC_TEMPERATURE_K = "kinetic_temperature_K"  # K, instantaneous, from the momenta

@@ -1,6 +1,7 @@
 """The EELT loop: explore -> examine -> label -> train, until the examiner says converged.
 
-``Loop`` holds one method per stage (the examination in ``eelt.examine.stage``, budgets,
+``Loop`` holds one method per stage (the exploration in ``eelt.explore.stage``, the
+examination in ``eelt.examine.stage``, budgets,
 end states and the summary in ``eelt.progress``); each reads its inputs from the run directory,
 writes its outputs there and finishes by writing the stage's ``report.json``. A stage
 whose report exists is skipped, so a run resumes after any crash without redoing
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, as_completed
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -25,6 +26,7 @@ from eelt import atomic
 from eelt.config import RunConfig
 from eelt.errors import EeltError
 from eelt.examine.stage import TEST_FRAMES_FILE, Examination
+from eelt.explore.stage import Exploration
 from eelt.progress import Progress, Slot
 from eelt.rundir import RunDir, read_structures, resolve_type_map
 
@@ -50,8 +52,15 @@ class DirectRunner:
 
 def prepare_run(config: RunConfig, base_dir: Path, root: Path) -> RunDir:
     """Create the run directory, or check that ``config`` may resume the one there."""
+    from eelt.initdata import read_labeled_data
+
     run = RunDir(root)
     starts = read_structures(config.system, base_dir)
+    stage_starts = {
+        k: read_structures(config.system, base_dir, stage.starts, f"explore.stages.{k}.starts")
+        for k, stage in enumerate(config.explore.stages)
+        if isinstance(stage.starts, list)
+    }
     config = config.model_copy(
         update={
             "system": config.system.model_copy(
@@ -59,19 +68,35 @@ def prepare_run(config: RunConfig, base_dir: Path, root: Path) -> RunDir:
             )
         }
     )
+    type_map = config.system.type_map
+    for k, frames in stage_starts.items():
+        unknown = sorted({s for a in frames for s in a.get_chemical_symbols()} - set(type_map))
+        if unknown:
+            raise EeltError(f"explore.stages.{k}.starts: elements {unknown} not in {type_map}")
+    for k, stage in enumerate(config.explore.stages):
+        if stage.ensemble != "npt":
+            continue
+        for atoms in stage_starts.get(k, starts):
+            if not atoms.pbc.all() or atoms.cell.volume <= 0:
+                raise EeltError(
+                    f"explore.stages.{k}: ensemble 'npt' needs structures periodic in all three "
+                    f"directions; {atoms.get_chemical_formula()} is not"
+                )
+    user_data = read_labeled_data(config.init.data, base_dir, type_map)
     if run.exists():
-        run.check_compatible(config, starts)
+        run.check_compatible(config, starts, user_data, stage_starts)
         run.update_resumable(config)
         log.info("resuming run in %s", root)
     else:
-        run.create(config, starts)
+        run.create(config, starts, user_data, stage_starts)
         log.info("new run in %s", root)
     return run
 
 
-class Loop(Examination, Progress):
-    """The stages of one run, bound to its run directory and an Executor; the examination
-    lives in :mod:`eelt.examine.stage`, budgets and end states in :mod:`eelt.progress`."""
+class Loop(Exploration, Examination, Progress):
+    """The stages of one run, bound to its run directory and an Executor; the exploration
+    lives in :mod:`eelt.explore.stage`, the examination in :mod:`eelt.examine.stage`, budgets
+    and end states in :mod:`eelt.progress`."""
 
     def __init__(self, run: RunDir, executor: Executor):
         self.run = run
@@ -213,15 +238,20 @@ class Loop(Examination, Progress):
         cfg = self.config.init
         rng = np.random.default_rng(cfg.seed)
         frames: list[Atoms] = []
-        for atoms in self.run.starts():
+        # with only the user's data (n_perturbed 0), nothing is labeled here
+        for atoms in self.run.starts() if cfg.n_perturbed else []:
             frames.append(atoms)
             frames += perturbed_copies(
                 atoms, cfg.n_perturbed, cfg.position_sigma_A, cfg.cell_strain, rng
             )
+        n_user = len(self.run.user_data())
         summary = self._label(frames, out, self.run.data_dir / "init.extxyz")
-        if summary["n_labeled"] < 2:
+        summary["n_user_frames"] = n_user
+        self.run.write_report(out, summary)
+        if summary["n_labeled"] + n_user < 2:
             raise EeltError(
                 f"init: only {summary['n_labeled']} of {len(frames)} initial frames could be labeled "
+                f"and init.data holds {n_user} "
                 f"(first reason: {summary['failed'][0]['reason'] if summary['failed'] else 'none'})"
             )
         return summary
@@ -240,74 +270,6 @@ class Loop(Examination, Progress):
             if report is not None and report.get("models_dir"):
                 return self.run.root / report["models_dir"]
         return self.run.init_dir("train")
-
-    def explore(self, slot: Slot) -> dict[str, Any]:
-        """Run every walker of the stage (start x temperature x repeat) through the executor."""
-        out = self.run.stage_dir(slot.iteration, "explore")
-        if (done := self._done(out)) is not None:
-            return done
-        from eelt.explore import walker_job
-
-        stage = self.config.explore.stages[slot.stage]
-        models = str(self.models_dir(slot.iteration))
-        seeds = np.random.SeedSequence([self.config.explore.seed, slot.iteration])
-        levels = self.trust_levels(slot)
-        jobs = {}
-        starts = self.run.starts()
-        n_walkers = len(starts) * len(stage.temperatures_K) * stage.walkers_per_condition
-        for w, seed in zip(range(n_walkers), seeds.generate_state(n_walkers), strict=False):
-            s, rest = divmod(w, len(stage.temperatures_K) * stage.walkers_per_condition)
-            t = rest // stage.walkers_per_condition
-            name = f"w{w:03d}-s{s}-T{stage.temperatures_K[t]:g}"
-            future = self.executor.submit(
-                walker_job,
-                models,
-                starts[s],
-                str(out / f"{name}.extxyz"),
-                name,
-                temperature_K=stage.temperatures_K[t],
-                timestep_fs=stage.timestep_fs,
-                n_steps=stage.n_steps,
-                dump_interval=stage.dump_interval,
-                friction_per_fs=stage.friction_per_fs,
-                seed=int(seed),
-                forces_from=self.config.explore.forces_from,
-                trust_hi_eV_per_A=levels["trust_hi_eV_per_A"],
-                trust_hi_relative=levels.get("trust_hi_relative"),
-                relative_eps_eV_per_A=self.config.examine.relative_eps_eV_per_A,
-                stop_after_failed_dumps=self.config.explore.stop_after_failed_dumps,
-                min_distance_fraction=self.config.explore.min_distance_fraction,
-                max_bond_fraction=self.config.explore.max_bond_fraction,
-            )
-            jobs[future] = name
-        walkers, failed = [], []
-        for future in as_completed(jobs):
-            try:
-                summary = future.result()
-            except Exception as err:  # a dead worker or a crashed walker: record, go on
-                failed.append({"walker": jobs[future], "reason": f"{type(err).__name__}: {err}"})
-                log.warning("walker %s failed: %s", jobs[future], failed[-1]["reason"])
-                continue
-            record = summary.to_dict()
-            record["trajectory"] = str(Path(summary.trajectory).relative_to(self.run.root))
-            if not np.isfinite(record["max_devi_f_max"]):
-                record["max_devi_f_max"] = None
-            walkers.append(record)
-        if not walkers:
-            raise EeltError(
-                f"explore: every walker of iteration {slot.iteration} failed: {failed[0]['reason']}"
-            )
-        walkers.sort(key=lambda w: w["walker"])
-        report = {
-            "stage": slot.stage,
-            "stage_iteration": slot.stage_iteration,
-            "models_dir": str(Path(models).relative_to(self.run.root)),
-            "walkers": walkers,
-            "failed": failed,
-            "n_frames": sum(w["n_frames"] for w in walkers),
-        }
-        self.run.write_report(out, report)
-        return report
 
     def label(self, slot: Slot) -> dict[str, Any]:
         """Label the candidates (training data) and the test frames (held out)."""

@@ -24,24 +24,27 @@ STAGES = ("explore", "examine", "label", "train")
 CONFIG_FILE = "eelt.yaml"
 STATE_FILE = "state.json"
 STARTS_FILE = "starts.extxyz"
+USER_DATA_FILE = "user.extxyz"  # in data/: init.data, the user's own labeled frames
 REPORT = "report.json"
 
 
-def read_structures(system: SystemConfig, base_dir: Path) -> list[Atoms]:
-    """Read every start structure (any ase.io format, all frames of each file)."""
+def read_structures(
+    system: SystemConfig, base_dir: Path, names: list[str] | None = None, where: str = ""
+) -> list[Atoms]:
+    """Read every start structure (any ase.io format, all frames of each file): the system's,
+    or ``names`` (errors prefixed with ``where``)."""
     frames: list[Atoms] = []
-    for name in system.structures:
+    where = where or "system.structures"
+    for name in system.structures if names is None else names:
         path = (base_dir / name).resolve()
         if not path.is_file():
-            raise EeltError(f"system.structures: {name}: no such file (looked in {base_dir})")
+            raise EeltError(f"{where}: {name}: no such file (looked in {base_dir})")
         try:
             got = ase.io.read(path, ":")
         except Exception as err:  # ase.io raises many kinds for unreadable files
-            raise EeltError(
-                f"system.structures: {name}: cannot read ({type(err).__name__}: {err})"
-            ) from None
+            raise EeltError(f"{where}: {name}: cannot read ({type(err).__name__}: {err})") from None
         if not got:
-            raise EeltError(f"system.structures: {name}: holds no structure")
+            raise EeltError(f"{where}: {name}: holds no structure")
         for atoms in got:
             atoms.calc = None
         frames.extend(got)
@@ -94,10 +97,21 @@ class RunDir:
     def exists(self) -> bool:
         return self.config_path.is_file()
 
-    def create(self, config: RunConfig, starts: list[Atoms]) -> None:
-        """Freeze the resolved config and the start structures."""
+    def create(
+        self,
+        config: RunConfig,
+        starts: list[Atoms],
+        user_data: list[Atoms] = (),
+        stage_starts: dict[int, list[Atoms]] | None = None,
+    ) -> None:
+        """Freeze the resolved config, the start structures (the system's and each stage's own)
+        and the user's initial data."""
         self.root.mkdir(parents=True, exist_ok=True)
         atomic.write_frames(self.root / STARTS_FILE, starts)
+        if user_data:
+            atomic.write_frames(self.user_data_file, list(user_data))
+        for stage, frames in (stage_starts or {}).items():
+            atomic.write_frames(self.stage_starts_file(stage), frames)
         atomic.write_text(
             self.config_path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
         )
@@ -105,13 +119,25 @@ class RunDir:
     def load_config(self) -> RunConfig:
         return parse_config(yaml.safe_load(self.config_path.read_text()), str(self.config_path))
 
-    def check_compatible(self, config: RunConfig, starts: list[Atoms]) -> None:
-        """Refuse to resume with a config whose science (or start structures) differs from the frozen one."""
+    def check_compatible(
+        self,
+        config: RunConfig,
+        starts: list[Atoms],
+        user_data: list[Atoms] = (),
+        stage_starts: dict[int, list[Atoms]] | None = None,
+    ) -> None:
+        """Refuse to resume with a config whose science (or start structures, or initial data)
+        differs from the frozen one."""
         frozen = self.load_config().science()
         new = config.science()
         diffs = sorted(_diff_keys(frozen, new))
         if not _same_structures(self.starts(), starts):
             diffs.append("system.structures (the structures themselves)")
+        if not _same_structures(self.user_data(), list(user_data)):
+            diffs.append("init.data (the frames themselves)")
+        for stage, frames in (stage_starts or {}).items():
+            if not _same_structures(self.stage_starts(stage), frames):
+                diffs.append(f"explore.stages.{stage}.starts (the structures themselves)")
         if diffs:
             raise EeltError(
                 f"{self.root}: the config differs from the one this run started with in "
@@ -128,6 +154,23 @@ class RunDir:
     def starts(self) -> list[Atoms]:
         return ase.io.read(self.root / STARTS_FILE, ":")
 
+    @property
+    def user_data_file(self) -> Path:
+        return self.data_dir / USER_DATA_FILE
+
+    def user_data(self) -> list[Atoms]:
+        """The user's initial labeled frames (init.data), as frozen at the run's start."""
+        path = self.user_data_file
+        return ase.io.read(path, ":") if path.is_file() else []
+
+    def stage_starts_file(self, stage: int) -> Path:
+        return self.root / "starts" / f"stage-{stage}.extxyz"
+
+    def stage_starts(self, stage: int) -> list[Atoms]:
+        """A stage's own start structures (``starts: [files]``), as frozen at the run's start."""
+        path = self.stage_starts_file(stage)
+        return ase.io.read(path, ":") if path.is_file() else []
+
     # --- stage reports -------------------------------------------------------------
     def report_path(self, directory: Path) -> Path:
         return directory / REPORT
@@ -140,8 +183,11 @@ class RunDir:
         atomic.write_json(directory / REPORT, report)
 
     def data_files(self) -> list[Path]:
-        """Every training-data file, oldest first (init, then iterations); test frames excluded."""
-        files = [self.data_dir / "init.extxyz"] + sorted(self.data_dir.glob("iter-*.extxyz"))
+        """Every training-data file, oldest first (the user's, init, then iterations); test
+        frames excluded."""
+        files = [self.user_data_file, self.data_dir / "init.extxyz"] + sorted(
+            self.data_dir.glob("iter-*.extxyz")
+        )
         return [f for f in files if f.is_file()]
 
     @property
