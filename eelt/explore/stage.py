@@ -81,6 +81,7 @@ class Exploration:
         out = self.run.stage_dir(slot.iteration, "explore")
         if (done := self._done(out)) is not None:
             return done
+        from eelt.explore import WalkerSummary
         from eelt.explore.job import finished_walker, walker_job
 
         explore = self.config.explore
@@ -146,7 +147,7 @@ class Exploration:
             log.info("explore: %d walkers finished earlier, not run again", len(earlier))
         walkers, failed = [], []
         for future in [*earlier, *as_completed(jobs)]:
-            if future in jobs:
+            if not isinstance(future, WalkerSummary):
                 try:
                     summary = future.result()
                 except Exception as err:  # a dead worker or a crashed walker: record, go on

@@ -23,10 +23,17 @@ def _energy_forces(calc: Calculator, atoms: Atoms) -> tuple[float, np.ndarray]:
     return float(work.get_potential_energy()), work.get_forces(apply_constraint=False)
 
 
-class CommitteeCalculator(Calculator):
-    """Member k = base + perturbations[k] (None: the base alone)."""
+def _stress(calc: Calculator, atoms: Atoms) -> np.ndarray:
+    work = atoms.copy()
+    work.calc = calc
+    return work.get_stress(voigt=True)
 
-    implemented_properties = ["energy", "free_energy", "forces"]
+
+class CommitteeCalculator(Calculator):
+    """Member k = base + perturbations[k] (None: the base alone); stress (the members' mean) for
+    periodic cells."""
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
     def __init__(self, base: Calculator, perturbations: list[Calculator | None], **kwargs):
         super().__init__(**kwargs)
@@ -57,6 +64,12 @@ class CommitteeCalculator(Calculator):
             "member_energies": energies,
             "member_forces": forces,
         }
+        if self.atoms.pbc.all():
+            s0 = _stress(self.base, self.atoms)
+            self.results["stress"] = s0 + np.mean(
+                [np.zeros(6) if p is None else _stress(p, self.atoms) for p in self.perturbations],
+                axis=0,
+            )
 
 
 def make_committee(epsilon_eV: float = 0.005) -> CommitteeCalculator:
