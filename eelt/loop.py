@@ -82,6 +82,21 @@ def prepare_run(config: RunConfig, base_dir: Path, root: Path) -> RunDir:
                     f"explore.stages.{k}: ensemble 'npt' needs structures periodic in all three "
                     f"directions; {atoms.get_chemical_formula()} is not"
                 )
+    for k, stage in enumerate(config.explore.stages):
+        n_atoms = min(len(a) for a in stage_starts.get(k, starts))
+        for b, bias in enumerate(stage.biases):
+            for c, cv in enumerate(getattr(bias, "cvs", [])):
+                used = [*(cv.atoms or []), *(cv.group_a or []), *(cv.group_b or [])]
+                if used and max(used) >= n_atoms:
+                    raise EeltError(
+                        f"explore.stages.{k}.biases.{b}.cvs.{c}: atom index {max(used)} is out "
+                        f"of range for a structure of {n_atoms} atoms (indices start at 0)"
+                    )
+    if any(b.kind == "plumed" for stage in config.explore.stages for b in stage.biases):
+        from eelt.explore.plumed import plumed_kernel_error
+
+        if (why := plumed_kernel_error()) is not None:
+            raise EeltError(f"explore: a stage has a plumed bias, but {why}")
     user_data = read_labeled_data(config.init.data, base_dir, type_map)
     if run.exists():
         run.check_compatible(config, starts, user_data, stage_starts)

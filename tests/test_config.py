@@ -68,7 +68,7 @@ def test_load_config_errors(tmp_path):
         load_config(scalar)
 
 
-@pytest.mark.parametrize("example", ["water", "cu-emt"])
+@pytest.mark.parametrize("example", ["water", "cu-emt", "ethanol-metad"])
 def test_examples_validate(example):
     from pathlib import Path
 

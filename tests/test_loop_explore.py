@@ -187,3 +187,39 @@ def test_resume_does_not_rerun_finished_walkers(tmp_path):
     assert after[kept["walker"]] == before[kept["walker"]]
     assert after[redo["walker"]] != before[redo["walker"]]
     assert again["n_frames"] == report["n_frames"]  # same seeds: the same walker again
+
+
+def test_a_metadynamics_stage_records_cvs_hills_and_free_energy(tmp_path):
+    stage = dict(
+        TWO_STAGES["stages"][0],
+        n_steps=60,
+        biases=[
+            {"kind": "metadynamics", "cvs": [{"kind": "distance", "atoms": [0, 1], "name": "d01"}],
+             "sigma": [0.05], "height_eV": 0.05, "pace_steps": 10, "biasfactor": 5},
+            {"kind": "uncertainty", "strength": 0.5},
+        ],
+    )  # fmt: skip
+    run, _ = run_tiny(tmp_path, explore={"stages": [stage]}, loop={"max_iterations": 1})
+    report = run.read_report(run.stage_dir(0, "explore"))
+    for w in report["walkers"]:
+        frames = read_trajectory(run.root / w["trajectory"])
+        d01 = [f.get_distance(0, 1) for f in frames]
+        assert [f.info["cv_d01"] for f in frames] == pytest.approx(d01, abs=1e-5)
+        assert frames[0].info["bias_energy"] <= 0.0  # no hill yet; the uncertainty bias is < 0
+        assert any(p.endswith(".hills") for p in w["extra_files"])
+        assert any(p.endswith(".fes.npz") for p in w["extra_files"])
+        hills = np.loadtxt(run.root / next(p for p in w["extra_files"] if p.endswith(".hills")))
+        assert hills.shape == (6, 5)  # a hill every 10 of 60 steps: time, d01, sigma, height, biasf
+        fes = np.load(run.root / next(p for p in w["extra_files"] if p.endswith(".fes.npz")))
+        assert fes["free_energy_eV"].min() == 0.0 and fes["free_energy_eV"].max() > 0.0
+
+
+def test_a_cv_atom_out_of_range_is_a_user_error(tmp_path):
+    stage = dict(
+        TWO_STAGES["stages"][0],
+        biases=[{"kind": "metadynamics", "cvs": [{"kind": "distance", "atoms": [0, 4]}],
+                 "sigma": [0.05]}],
+    )  # fmt: skip
+    cfg = tiny_config(cu_start(tmp_path), explore={"stages": [stage]})
+    with pytest.raises(EeltError, match=r"biases.0.cvs.0: atom index 4 is out of range .* 4 atoms"):
+        prepare_run(cfg, tmp_path, tmp_path / "run")

@@ -52,3 +52,30 @@ def _plot(frames: list[Atoms], path: Path, cv_names: list[str]) -> Path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def plot_free_energy(
+    grids: list[np.ndarray], free_eV: np.ndarray, names: list[str], path: Path
+) -> Path:
+    """The metadynamics free-energy estimate (eV) along one CV, or as a map over two."""
+    with _PYPLOT:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5.0, 3.8))
+        if len(grids) == 1:
+            ax.plot(grids[0], free_eV)
+            ax.set_xlabel(names[0])
+            ax.set_ylabel("free energy (eV)")
+        else:
+            mesh = ax.contourf(grids[0], grids[1], free_eV.T, levels=20)
+            fig.colorbar(mesh, ax=ax, label="free energy (eV)")
+            ax.set_xlabel(names[0])
+            ax.set_ylabel(names[1])
+        ax.set_title("metadynamics estimate")
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+    return path
