@@ -369,10 +369,11 @@ def run_baseline(
         raise EeltError(f"{run.root}: not an eelt run directory (no eelt.yaml)")
     config = run.load_config()
     explored = explored_frames(run)
-    init_file = run.data_dir / "init.extxyz"
-    if not explored or not init_file.is_file():
+    # the initial data both arms share: the user's own frames and the labeled init frames
+    init_files = [f for f in (run.user_data_file, run.data_dir / "init.extxyz") if f.is_file()]
+    if not explored or not init_files:
         raise EeltError(f"{run.root}: no finished iteration yet; run the loop first")
-    init = read_all([init_file])
+    init = read_all(init_files)
     training = read_all(run.data_files())
     test = read_all(run.test_data_files())
     reference = read_reference(Path(data)) if data is not None else []

@@ -122,6 +122,7 @@ EXPLORE_COLUMNS = (
     ("cands", "n_labeled", "d"),
     ("test", "n_test_labeled", "d"),
     ("labels", "labels_total", "d"),
+    ("restarts", "n_walker_restarts", "d"),
 )
 ACCURACY_COLUMNS = (
     ("iter", "iteration", "d"),
@@ -164,7 +165,7 @@ def _print_status(state: dict) -> None:
             rows,
             "frames: explored; lo/hi: trust levels (eV/A); accur./cand./failed: shares of the "
             "frames; cands: candidates labeled; test: held-out frames; labels: cumulative, initial "
-            "ones included",
+            "ones included; restarts: walkers started again from a good frame after a guard",
         )
     )
     out.print(
@@ -183,8 +184,13 @@ def _print_status(state: dict) -> None:
     out.print(
         f"labels: {state.get('n_labels', state['n_init_labeled'])} "
         f"({state['n_init_labeled']} initial, {state.get('n_train_labels', 0)} for training, "
-        f"{state.get('n_test_labels', 0)} held-out test frames), "
-        f"DFT {state.get('dft_core_hours', 0.0):.2f} core-hours; "
+        f"{state.get('n_test_labels', 0)} held-out test frames"
+        + (
+            f"; besides {state['n_user_frames']} of the user's own"
+            if state.get("n_user_frames")
+            else ""
+        )
+        + f"), DFT {state.get('dft_core_hours', 0.0):.2f} core-hours; "
         + (
             f"{state['explored_labeled_fraction']:.1%} of {state['n_explored']} explored frames "
             "labeled; "

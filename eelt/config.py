@@ -104,10 +104,16 @@ class MetadynamicsConfig(Section):
 
 class UncertaintyBiasConfig(Section):
     """Uncertainty-biased MD: bias energy -strength x (std of the members' energies), pulling
-    walkers towards where the ensemble disagrees (every member runs at every step)."""
+    walkers towards where the ensemble disagrees (every member runs at every step of its
+    stride)."""
 
     kind: Literal["uncertainty"] = "uncertainty"
     strength: PositiveFloat = 1.0
+    stride_steps: PositiveInt = Field(
+        default=1,
+        description="apply the bias as an impulse every this many steps (its force x the "
+        "stride), so the members run only then: multiple time stepping for a slow force",
+    )
 
 
 class PlumedConfig(Section):

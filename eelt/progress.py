@@ -192,6 +192,7 @@ class Progress:
             lab = self.run.read_report(self.run.stage_dir(it, "label")) or {}
             trn = self.run.read_report(self.run.stage_dir(it, "train")) or {}
             cal = self.calibration_report(it) or {}
+            exp = self.run.read_report(self.run.stage_dir(it, "explore")) or {}
             n_total += lab.get("n_labeled", 0) + lab.get("n_test_labeled", 0)
             hours_total += lab.get("dft_core_hours", 0.0)
             explorer = cal.get("explorer_test", {})
@@ -202,6 +203,11 @@ class Progress:
                     "iteration": it,
                     "stage": r["stage"],
                     "n_explored": r["n_total"],
+                    "starts": exp.get("starts"),
+                    "n_walkers": len(exp.get("walkers", [])),
+                    "n_walkers_failed": len(exp.get("failed", [])),
+                    "n_walker_restarts": exp.get("n_restarts", 0),
+                    "n_walker_stops": exp.get("n_stops", 0),
                     "trust_lo_eV_per_A": r.get("trust_lo_eV_per_A"),
                     "trust_hi_eV_per_A": r.get("trust_hi_eV_per_A"),
                     "trust_source": r.get("trust_source"),
@@ -243,6 +249,7 @@ class Progress:
             "status_detail": why,
             "iterations": history,
             "n_init_labeled": init.get("n_labeled", 0),
+            "n_user_frames": init.get("n_user_frames", 0),
             "n_train_labels": n_train,
             "n_test_labels": n_test,
             "n_labels": n_total,

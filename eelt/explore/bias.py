@@ -264,12 +264,20 @@ class UncertaintyBias:
     implemented, so a strong bias is unbounded below: keep MD guards (closest contact) on.
     """
 
-    def __init__(self, strength_eV: float, min_sigma_eV: float = 1e-10) -> None:
-        """``strength_eV`` is dimensionless (eV of bias per eV of energy std)."""
+    def __init__(
+        self, strength_eV: float, min_sigma_eV: float = 1e-10, stride_steps: int = 1
+    ) -> None:
+        """``strength_eV`` is dimensionless (eV of bias per eV of energy std). With
+        ``stride_steps`` n > 1 the bias acts as an impulse (multiple time stepping, as r-RESPA
+        treats a slow force): n times its force on every n-th step and none between, so the
+        members run only on those steps."""
         if strength_eV < 0:
             raise ValueError(f"strength_eV must be >= 0, got {strength_eV}")
+        if int(stride_steps) != stride_steps or stride_steps < 1:
+            raise ValueError(f"stride_steps must be a positive integer, got {stride_steps}")
         self.strength_eV = float(strength_eV)
         self.min_sigma_eV = float(min_sigma_eV)
+        self.stride_steps = int(stride_steps)
 
     def bias_from_members(
         self, member_energies: np.ndarray, member_forces: np.ndarray
@@ -328,6 +336,11 @@ class BiasedCalculator(Calculator):
         self._base_results: dict = {}
         self._step_bias: tuple[float, np.ndarray] = (0.0, np.zeros((0, 3)))
         self._geometry = -1  # the step of the latest geometry the step biases saw
+        strides = {b.stride_steps for b in self.biases if isinstance(b, UncertaintyBias)}
+        if len(strides) > 1:
+            raise ValueError(f"uncertainty biases with different stride_steps: {sorted(strides)}")
+        self._stride = strides.pop() if strides else 1
+        self._members_now = False
 
     @property
     def cv_names(self) -> list[str]:
@@ -355,11 +368,15 @@ class BiasedCalculator(Calculator):
             wanted.append(keys.STRESS)
         changes = self.base.check_state(self.atoms)
         self.base.results = {}
-        if self.needs_members and hasattr(self.base, "request_deviation"):
+        new_geometry = bool(system_changes) or self._geometry < 0
+        self._members_now = (
+            self.needs_members and (self._geometry + int(new_geometry)) % self._stride == 0
+        )
+        if self._members_now and hasattr(self.base, "request_deviation"):
             self.base.request_deviation()  # this bias needs every member, every step
         self.base.calculate(self.atoms, wanted, changes)
         self._base_results = dict(self.base.results)
-        if system_changes or self._geometry < 0:  # a new geometry: the step biases once
+        if new_geometry:  # a new geometry: the step biases once
             self._geometry += 1
             self._step_bias = self._step_biases_at(self._geometry)
         self.results = self._biased()
@@ -426,18 +443,19 @@ class BiasedCalculator(Calculator):
             e, f, s = metad.bias(self.atoms.positions, self.atoms.cell.array)
             bias_energy, bias_forces = bias_energy + e, bias_forces + f
             cv_values.extend(s)
-        if self.needs_members:
+        if self._members_now:
             if MEMBER_ENERGIES not in base_results or MEMBER_FORCES not in base_results:
                 raise RuntimeError(
                     f"{type(self.base).__name__} gave no member_energies / member_forces; "
-                    "an UncertaintyBias needs every member at every step"
+                    "an UncertaintyBias needs every member at every step of its stride"
                 )
             for bias in self.biases:
                 if isinstance(bias, UncertaintyBias):
                     e, f = bias.bias_from_members(
                         base_results[MEMBER_ENERGIES], base_results[MEMBER_FORCES]
                     )
-                    bias_energy, bias_forces = bias_energy + e, bias_forces + f
+                    # an impulse: the force of stride_steps steps at once
+                    bias_energy, bias_forces = bias_energy + e, bias_forces + bias.stride_steps * f
         free = float(base_results.get("free_energy", energy))
         results |= {
             UNBIASED_ENERGY: energy,

@@ -35,7 +35,9 @@ def make_biases(specs: list[dict], temperature_K: float, timestep_fs: float, ato
                 )
             )
         elif kind == "uncertainty":
-            biases.append(UncertaintyBias(spec["strength"]))
+            biases.append(
+                UncertaintyBias(spec["strength"], stride_steps=spec.get("stride_steps", 1))
+            )
         elif kind == "plumed":
             from eelt.explore.plumed import PlumedBias
 

@@ -469,6 +469,29 @@ def test_uncertainty_bias_requests_every_member_at_every_step(cu_small):
     assert base.n_calculations == 6 and base.n_full == 6 and all(seen)
 
 
+def test_uncertainty_bias_with_a_stride_is_an_impulse(cu_small):
+    # stride 3: every member on geometries 0, 3, 6 only, with 3x the bias force there
+    base = _first_only()
+    calc = BiasedCalculator(base, [UncertaintyBias(1.0, stride_steps=3)])
+    atoms = cu_small.copy()
+    atoms.calc = calc
+    kicks = []
+    for _ in range(7):
+        atoms.get_forces()
+        results = calc.results
+        kicks.append(np.abs(results["forces"] - results["unbiased_forces"]).max())
+        if keys.MAX_DEVI_F in results:
+            _, force = UncertaintyBias(1.0).bias_from_members(
+                results["member_energies"], results["member_forces"]
+            )
+            np.testing.assert_allclose(results["forces"] - results["unbiased_forces"], 3 * force)
+        atoms.positions[0, 0] += 0.01
+    assert base.n_calculations == 7 and base.n_full == 3
+    assert [k > 1e-6 for k in kicks] == [True, False, False, True, False, False, True]
+    with pytest.raises(ValueError, match="stride_steps"):
+        UncertaintyBias(1.0, stride_steps=0)
+
+
 def test_with_an_ensemble_calculator_forces_from_first():
     small = dict(
         rcut_A=4.0,
