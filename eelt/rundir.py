@@ -160,16 +160,14 @@ class RunDir:
 
     def user_data(self) -> list[Atoms]:
         """The user's initial labeled frames (init.data), as frozen at the run's start."""
-        path = self.user_data_file
-        return ase.io.read(path, ":") if path.is_file() else []
+        return _frames_if_present(self.user_data_file)
 
     def stage_starts_file(self, stage: int) -> Path:
         return self.root / "starts" / f"stage-{stage}.extxyz"
 
     def stage_starts(self, stage: int) -> list[Atoms]:
         """A stage's own start structures (``starts: [files]``), as frozen at the run's start."""
-        path = self.stage_starts_file(stage)
-        return ase.io.read(path, ":") if path.is_file() else []
+        return _frames_if_present(self.stage_starts_file(stage))
 
     # --- stage reports -------------------------------------------------------------
     def report_path(self, directory: Path) -> Path:
@@ -219,6 +217,10 @@ class RunDir:
         if not self.state_path.is_file():
             raise EeltError(f"{self.root}: not an eelt run directory (no {STATE_FILE})")
         return atomic.read_json(self.state_path)
+
+
+def _frames_if_present(path: Path) -> list[Atoms]:
+    return ase.io.read(path, ":") if path.is_file() else []
 
 
 def _same_structures(a: list[Atoms], b: list[Atoms]) -> bool:

@@ -8,7 +8,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from ase import Atoms, units
 from ase.build import bulk
 from ase.calculators.calculator import Calculator, all_changes
@@ -29,11 +28,8 @@ KT = units.kB * T_K  # eV
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """On one torch thread (see tests/conftest.py)."""
 
 
 @pytest.fixture
@@ -381,6 +377,18 @@ class FirstOnlyCommittee(CommitteeCalculator):
         self.results |= {"energy": energies[0], "free_energy": energies[0], "forces": forces[0]}
 
 
+def _langevin(atoms: Atoms) -> Langevin:
+    """1 fs Langevin at T_K, friction 0.02/fs, seeded."""
+    return Langevin(
+        atoms,
+        timestep=1.0 * units.fs,
+        temperature_K=T_K,
+        friction=0.02 / units.fs,
+        fixcm=False,
+        rng=np.random.default_rng(0),
+    )
+
+
 def _first_only() -> FirstOnlyCommittee:
     lj = [LennardJones(sigma=2.3, epsilon=e, rc=5.0, ro=4.0, smooth=True) for e in (0.005, -0.005)]
     return FirstOnlyCommittee(EMT(), [None, *lj])
@@ -455,14 +463,7 @@ def test_uncertainty_bias_requests_every_member_at_every_step(cu_small):
     calc = BiasedCalculator(base, [UncertaintyBias(1.0)])
     atoms = cu_small.copy()
     atoms.calc = calc
-    dyn = Langevin(
-        atoms,
-        timestep=1.0 * units.fs,
-        temperature_K=T_K,
-        friction=0.02 / units.fs,
-        fixcm=False,
-        rng=np.random.default_rng(0),
-    )
+    dyn = _langevin(atoms)
     seen = []
     dyn.attach(lambda: seen.append(keys.MAX_DEVI_F in calc.results), interval=1)
     dyn.run(5)
@@ -554,14 +555,7 @@ def test_step_biases_run_once_per_calculation(chain):
     calc = BiasedCalculator(EMT(), [step_bias, metad])
     atoms = chain.copy()
     atoms.calc = calc
-    dyn = Langevin(
-        atoms,
-        timestep=1.0 * units.fs,
-        temperature_K=T_K,
-        friction=0.02 / units.fs,
-        fixcm=False,
-        rng=np.random.default_rng(0),
-    )
+    dyn = _langevin(atoms)
     dyn.attach(lambda: calc.after_step(dyn.get_time() / units.fs), interval=1)
     dyn.run(4)
     assert step_bias.steps == [0, 1, 2, 3, 4]  # not again when a hill updates the results

@@ -33,11 +33,8 @@ def _smooth_cv(positions: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """On one torch thread (see tests/conftest.py)."""
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from ase import Atoms
 from ase.calculators.emt import EMT
 
@@ -33,12 +32,8 @@ def labeled_copies(atoms: Atoms, n: int, sigma_A: float, seed: int) -> list[Atom
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny systems gain nothing from threads; on a busy 2-core box OpenMP spinning costs 4x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Every model test on one torch thread (see tests/conftest.py)."""
 
 
 @pytest.fixture
