@@ -328,6 +328,11 @@ class PySCFLabelConfig(Section):
     grid_level: Annotated[int, Field(ge=0, le=9)] = 3
     density_fit: bool = False
     device: Literal["auto", "cpu", "gpu"] = "auto"
+    scf_fallbacks: bool = Field(
+        default=True,
+        description="an SCF that does not converge is tried again: more cycles with damping and "
+        "a level shift, a second-order solver, a fresh atomic guess (every attempt recorded)",
+    )
 
 
 class EMTLabelConfig(Section):

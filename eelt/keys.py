@@ -28,3 +28,6 @@ BIAS_ENERGY = "bias_energy"  # eV, the enhanced-sampling bias at that frame (cv_
 TRUST_CLASS = "trust_class"  # accurate / candidate / failed, as the examination classified it
 MODEL_ENERGY = "model_energy"  # eV, the ensemble's mean energy (a prediction, never a label)
 KINETIC_TEMPERATURE_K = "kinetic_temperature_K"  # K, instantaneous, from the momenta
+
+# Labels.
+SCF_ATTEMPTS = "scf_attempts"  # JSON list of the SCF attempts a label took (label files)

@@ -6,9 +6,22 @@ from typing import Protocol, runtime_checkable
 
 from ase import Atoms
 
+FAILURE_KINDS = ("scf_not_converged", "worker_lost", "out_of_memory", "timeout", "error")
+
 
 class LabelError(RuntimeError):
-    """A frame that could not be labeled; the message is one line naming the reason."""
+    """A frame that could not be labeled; the message is one line naming the reason.
+
+    ``kind`` is one of FAILURE_KINDS; ``attempts`` what was tried (e.g. the SCF fallback chain,
+    one dict per attempt). Both survive pickling (a Dask worker raises, the client reads)."""
+
+    def __init__(self, message: str, kind: str = "error", attempts: list[dict] | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.attempts = list(attempts or [])
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.kind, self.attempts))
 
 
 @runtime_checkable

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 LABEL_HASH = "label_hash"  # Atoms.info key of a labeled frame
 LABEL_WALL_S = "label_wall_s"  # s, the job's own wall time on its worker (in the label file)
 LABEL_THREADS = "label_threads"  # threads the job ran with (in the label file)
+SCF_ATTEMPTS = keys.SCF_ATTEMPTS
 _RESULT_KEYS = (keys.ENERGY, keys.FORCES, keys.STRESS)
 
 
@@ -54,7 +55,7 @@ class LabelReport:
 
     ``labeled``: copies of the frames that succeeded, in input order, each with its label
     (SinglePointCalculator) and ``info["label_hash"]``. ``failed``: one
-    ``{"index", "hash", "reason"}`` per input frame that failed. ``n_cached`` / ``n_computed``
+    ``{"index", "hash", "reason", "kind"[, "attempts"]}`` per input frame that failed. ``n_cached`` / ``n_computed``
     count distinct labels read from ``labels_dir`` / computed in this call. ``core_hours``:
     DFT core-hours of the distinct labels held (cached ones included: each label file keeps
     its job's wall time x threads), ``core_hours_computed`` those of the jobs run in this call.
@@ -100,6 +101,14 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {one_line(err)}"
 
 
+def _failure(err: BaseException) -> dict:
+    """A failed job's record: reason (one line), kind and the attempts it made."""
+    record = {"reason": _describe(err), "kind": getattr(err, "kind", "error")}
+    if getattr(err, "attempts", None):
+        record["attempts"] = list(err.attempts)
+    return record
+
+
 def _label_path(labels_dir: Path, label_hash: str) -> Path:
     return labels_dir / f"{label_hash}.extxyz"
 
@@ -124,7 +133,7 @@ def _label_file_frame(frame: Atoms, result: Atoms, label_hash: str) -> Atoms:
     values[keys.ENERGY] = float(values[keys.ENERGY])
     stored = Atoms(frame.numbers, positions=frame.positions, cell=frame.cell, pbc=frame.pbc)
     stored.info[LABEL_HASH] = label_hash
-    for key in (LABEL_WALL_S, LABEL_THREADS):
+    for key in (LABEL_WALL_S, LABEL_THREADS, SCF_ATTEMPTS):
         if key in result.info:
             stored.info[key] = result.info[key]
     stored.calc = SinglePointCalculator(stored, **values)
@@ -190,7 +199,7 @@ def label_frames(
 
     labels: dict[str, dict] = {}
     costs: dict[str, dict] = {}
-    reasons: dict[str, str] = {}
+    reasons: dict[str, dict] = {}
     report = LabelReport()
     to_compute = []
     for h, i in first_index.items():
@@ -211,7 +220,7 @@ def label_frames(
                 job = _geometry(frames[first_index[h]])
                 futures[executor.submit(_run_labeler, labeler, job)] = h
             except Exception as err:
-                reasons[h] = _describe(err)
+                reasons[h] = _failure(err)
         done = report.n_cached + len(reasons)
         for future in as_completed(futures):
             h = futures[future]
@@ -219,8 +228,8 @@ def label_frames(
             try:
                 stored = _label_file_frame(frame, future.result(), h)
             except Exception as err:
-                reasons[h] = _describe(err)
-                log.info("label %s failed: %s", h[:12], reasons[h])
+                reasons[h] = _failure(err)
+                log.info("label %s failed: %s", h[:12], reasons[h]["reason"])
             else:
                 path = _label_path(labels_dir, h)
                 write_frames(path, [stored])
@@ -243,5 +252,5 @@ def label_frames(
         if h in labels:
             report.labeled.append(_with_label(frame, labels[h], h))
         else:
-            report.failed.append({"index": i, "hash": h, "reason": reasons[h]})
+            report.failed.append({"index": i, "hash": h, **reasons[h]})
     return report

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -14,6 +16,18 @@ from eelt import keys
 from eelt.label.base import LabelError, one_line
 
 DEVICES = ("auto", "cpu", "gpu")
+SCF_ATTEMPTS = keys.SCF_ATTEMPTS
+
+# The SCF fallback chain. Every attempt starts afresh from an initial guess: measured on a
+# stretched water (O-H 2.2 A, PBE/STO-3G), a second-order solver started from the damped
+# attempt's unconverged density converged to a state 12.8 eV above the ground state, the
+# same solver from the guess to the ground state.
+FALLBACKS = (
+    {"name": "default"},
+    {"name": "damped, level shift", "damp": 0.5, "level_shift_Ha": 0.3, "cycles_factor": 2},
+    {"name": "second order (newton)", "newton": True},
+    {"name": "atom guess, second order", "newton": True, "init_guess": "atom"},
+)
 
 
 def gpu_available() -> bool:
@@ -40,6 +54,11 @@ class PySCFLabeler:
 
     ``device``: "cpu", "gpu" (gpu4pyscf, error if missing) or "auto" (GPU when available).
     The device is not part of ``settings()``: CPU and GPU labels of one method are interchangeable.
+    An SCF that does not converge is tried again down :data:`FALLBACKS` (more cycles with
+    damping and a level shift, a second-order solver, an atomic guess; each from scratch) when
+    ``scf_fallbacks``; only a converged SCF gives a label, and every attempt is recorded
+    (``info["scf_attempts"]`` of the label, or the failure's ``attempts``). The fallbacks change
+    how the SCF gets there, not where it converges, so they are not part of ``settings()``.
     """
 
     name: ClassVar[str] = "pyscf"
@@ -53,6 +72,7 @@ class PySCFLabeler:
     grid_level: int = 3
     density_fit: bool = False
     device: Literal["auto", "cpu", "gpu"] = "auto"
+    scf_fallbacks: bool = True
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -96,7 +116,7 @@ class PySCFLabeler:
         return available
 
     def __call__(self, atoms: Atoms) -> Atoms:
-        from pyscf import dft, gto
+        from pyscf import gto
 
         if atoms.pbc.any():
             raise LabelError("PySCF labeler handles molecules only; frame has a periodic cell")
@@ -123,28 +143,14 @@ class PySCFLabeler:
                 f"charge {self.charge}, spin {self.spin}, basis {self.basis}): {one_line(err)}"
             ) from None
 
-        mf = dft.RKS(mol) if self.spin == 0 else dft.UKS(mol)
-        mf.xc = self.xc
-        mf.grids.level = self.grid_level
-        if self.density_fit:
-            mf = mf.density_fit()
-        mf.conv_tol = self.conv_tol
-        mf.max_cycle = self.max_cycle
+        mf, attempts = self._converged_scf(mol, use_gpu)
         try:
-            if use_gpu:
-                mf = mf.to_gpu()
-            energy_Ha = float(mf.kernel())
-            if not mf.converged:
-                raise LabelError(
-                    f"{self.method} SCF not converged within max_cycle={self.max_cycle} "
-                    f"(conv_tol={self.conv_tol})"
-                )
+            energy_Ha = float(mf.e_tot)
             grad_Ha_per_Bohr = _to_numpy(mf.nuc_grad_method().kernel())
-        except LabelError:
-            raise
         except Exception as err:
             raise LabelError(
-                f"{self.method} failed: {type(err).__name__}: {one_line(err)}"
+                f"{self.method} gradient failed: {type(err).__name__}: {one_line(err)}",
+                attempts=attempts,
             ) from None
 
         energy_eV = energy_Ha * Hartree
@@ -155,4 +161,62 @@ class PySCFLabeler:
         out.calc = SinglePointCalculator(
             out, **{keys.ENERGY: energy_eV, keys.FORCES: forces_eV_per_A}
         )
+        out.info[SCF_ATTEMPTS] = json.dumps(attempts)
         return out
+
+    def _scf(self, mol):
+        from pyscf import dft
+
+        mf = dft.RKS(mol) if self.spin == 0 else dft.UKS(mol)
+        mf.xc = self.xc
+        mf.grids.level = self.grid_level
+        if self.density_fit:
+            mf = mf.density_fit()
+        mf.conv_tol = self.conv_tol
+        mf.max_cycle = self.max_cycle
+        return mf
+
+    def _converged_scf(self, mol, use_gpu: bool):
+        """A converged SCF object and the attempts it took; LabelError (kind
+        scf_not_converged, the attempts listed) when none converges."""
+        attempts: list[dict] = []
+        chain = FALLBACKS if self.scf_fallbacks else FALLBACKS[:1]
+        for step in chain:
+            start = time.perf_counter()
+            mf = self._scf(mol)
+            mf.max_cycle = self.max_cycle * step.get("cycles_factor", 1)
+            if "damp" in step:
+                mf.damp = step["damp"]
+                mf.level_shift = step["level_shift_Ha"]
+            if "init_guess" in step:
+                mf.init_guess = step["init_guess"]
+            record = {"attempt": step["name"], "max_cycle": mf.max_cycle}
+            try:
+                if use_gpu:
+                    mf = mf.to_gpu()
+                if step.get("newton"):
+                    mf = mf.newton()
+                mf.kernel()
+                record |= {"converged": bool(mf.converged), "energy_Ha": float(mf.e_tot)}
+            except Exception as err:
+                record |= {"converged": False, "error": f"{type(err).__name__}: {one_line(err)}"}
+                attempts.append(record | {"wall_s": time.perf_counter() - start})
+                if len(attempts) == 1 and "error" in record:
+                    # the functional, basis or molecule itself is at fault: no fallback helps
+                    raise LabelError(
+                        f"{self.method} failed: {record['error']}", attempts=attempts
+                    ) from None
+                continue
+            attempts.append(record | {"wall_s": time.perf_counter() - start})
+            if mf.converged:
+                return mf, attempts
+        tried = "; ".join(
+            f"{a['attempt']} ({a['max_cycle']} cycles{', ' + a['error'] if 'error' in a else ''})"
+            for a in attempts
+        )
+        raise LabelError(
+            f"{self.method} SCF not converged within max_cycle={self.max_cycle} "
+            f"(conv_tol={self.conv_tol}) after {len(attempts)} attempts: {tried}",
+            kind="scf_not_converged",
+            attempts=attempts,
+        )

@@ -110,6 +110,7 @@ def test_any_exception_is_a_one_line_failure(pool, tmp_path):
             "index": 2,
             "hash": frame_hash(frames[2], {"labeler": "exploding-emt"}),
             "reason": "ZeroDivisionError: boom second line",
+            "kind": "error",
         }
     ]
     assert len(report.labeled) == 2 and report.n_computed == 2

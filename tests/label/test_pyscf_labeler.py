@@ -190,3 +190,61 @@ def test_settings_hash_physics_not_device(water):
         PySCFLabeler(density_fit=True),
     ):
         assert frame_hash(water, changed.settings()) != base, changed
+
+
+@pytest.fixture(scope="module")
+def stretched_water() -> Atoms:
+    """One O-H bond at 2.2 A: RKS PBE/STO-3G with DIIS does not converge in 100 cycles
+    (measured), the second-order solver does."""
+    return Atoms("OH2", positions=[(0.0, 0.0, 0.0), (2.2, 0.0, 0.0), (-0.3, 0.9, 0.0)])
+
+
+def test_scf_fallback_chain_converges_a_stretched_bond(stretched_water):
+    import json
+
+    out = PySCFLabeler(basis="sto-3g", max_cycle=20, device="cpu")(stretched_water)
+    attempts = json.loads(out.info["scf_attempts"])
+    assert [(a["attempt"], a["converged"]) for a in attempts] == [
+        ("default", False),
+        ("damped, level shift", False),
+        ("second order (newton)", True),
+    ]
+    assert attempts[1]["max_cycle"] == 40 and all(a["wall_s"] > 0 for a in attempts)
+    # the label is the converged SCF's: the same energy as PySCF's own second-order solver
+    mol = gto.M(
+        atom=[(s, tuple(p)) for s, p in zip("OHH", stretched_water.positions, strict=True)],
+        unit="Angstrom", basis="sto-3g", verbose=0,
+    )  # fmt: skip
+    mf = dft.RKS(mol)
+    mf.xc = "pbe"
+    mf.conv_tol = 1e-9
+    mf = mf.newton()
+    reference = mf.kernel()
+    assert mf.converged
+    assert out.get_potential_energy() == pytest.approx(reference * Hartree, abs=1e-5)
+    assert attempts[-1]["energy_Ha"] == pytest.approx(reference, abs=1e-7)
+
+
+def test_hopeless_scf_fails_with_every_attempt_listed(stretched_water):
+    with pytest.raises(LabelError) as info:
+        PySCFLabeler(basis="sto-3g", max_cycle=1, device="cpu")(stretched_water)
+    err = info.value
+    assert err.kind == "scf_not_converged"
+    assert [a["attempt"] for a in err.attempts] == [
+        "default", "damped, level shift", "second order (newton)", "atom guess, second order",
+    ]  # fmt: skip
+    assert not any(a["converged"] for a in err.attempts)
+    assert "after 4 attempts" in str(err) and "\n" not in str(err)
+    # the kind and attempts survive the trip from a worker process
+    import pickle
+
+    again = pickle.loads(pickle.dumps(err))
+    assert again.kind == err.kind and again.attempts == err.attempts
+
+
+def test_without_fallbacks_one_attempt(stretched_water):
+    with pytest.raises(LabelError, match="after 1 attempts") as info:
+        PySCFLabeler(basis="sto-3g", max_cycle=20, device="cpu", scf_fallbacks=False)(
+            stretched_water
+        )
+    assert len(info.value.attempts) == 1
