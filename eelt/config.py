@@ -317,7 +317,23 @@ class ExamineConfig(Section):
         return self
 
 
-class PySCFLabelConfig(Section):
+class LabelPolicy(Section):
+    """How labeling may fail, for every labeler; not part of the science (may change on resume)."""
+
+    max_failed_fraction: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.5,
+        description="the run stops, with one line and every finished label kept, when more than "
+        "this share of an iteration's labels fail",
+    )
+    timeout_s: PositiveFloat | None = Field(
+        default=None, description="a DFT job still in its SCF after this long is given up"
+    )
+
+
+LABEL_POLICY = tuple(LabelPolicy.model_fields)
+
+
+class PySCFLabelConfig(LabelPolicy):
     kind: Literal["pyscf"] = "pyscf"
     xc: str = "pbe"
     basis: str = "def2-svp"
@@ -335,7 +351,7 @@ class PySCFLabelConfig(Section):
     )
 
 
-class EMTLabelConfig(Section):
+class EMTLabelConfig(LabelPolicy):
     """ASE's EMT potential: a cheap reference for tests and demos (Al, Cu, Ag, Au, Ni, Pd, Pt; H, C, N, O roughly)."""
 
     kind: Literal["emt"] = "emt"
@@ -423,6 +439,11 @@ class ExecutionConfig(Section):
     job_extra_directives: list[str] = []
     job_script_prologue: list[str] = []
     gpus_per_worker: Annotated[int, Field(ge=0)] = 0
+    threads_per_job: PositiveInt = Field(
+        default=1,
+        description="OpenMP/BLAS threads of each DFT job; a batch worker requests "
+        "threads_per_worker x threads_per_job cores",
+    )
 
 
 class LoopConfig(Section):
@@ -479,6 +500,8 @@ class RunConfig(Section):
         for stage in science["explore"]["stages"]:
             for budget in STAGE_BUDGETS:  # budgets may be raised on resume
                 del stage[budget]
+        for key in LABEL_POLICY:  # how failures are handled, not what a label is
+            science["label"].pop(key, None)
         return science
 
 

@@ -69,7 +69,30 @@ def jobqueue_cluster(cfg: ExecutionConfig, log_dir: Path | None = None):
         scheduler_options=scheduler_options,
         log_directory=str(log_dir) if log_dir else None,
     )
+    if cfg.kind in ("lsf", "sge"):  # their schedulers call the account a project
+        kwargs["project"] = kwargs.pop("account")
+    kwargs |= _job_cores(cfg)
     return cls(**kwargs)
+
+
+def _job_cores(cfg: ExecutionConfig) -> dict:
+    """Each batch job asks for threads_per_worker x threads_per_job cores: a worker runs
+    threads_per_worker tasks at once, a DFT job computes on threads_per_job of them."""
+    n = cfg.threads_per_worker * cfg.threads_per_job
+    if n == cfg.threads_per_worker:
+        return {}
+    if cfg.kind == "slurm":
+        return {"job_cpu": n}
+    if cfg.kind == "lsf":
+        return {"ncpus": n}
+    if cfg.kind == "pbs":
+        from dask.utils import parse_bytes
+        from dask_jobqueue.pbs import pbs_format_bytes_ceil
+
+        memory = pbs_format_bytes_ceil(parse_bytes(cfg.memory_per_worker))
+        return {"resource_spec": f"select=1:ncpus={n}:mem={memory}"}
+    # SGE has no core count of its own: a parallel environment in job_extra_directives
+    return {}
 
 
 def local_cluster(cfg: ExecutionConfig):

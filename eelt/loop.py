@@ -127,9 +127,21 @@ class Loop(Exploration, Examination, Progress):
         return report
 
     def _labeler(self):
-        from eelt.label import make_labeler
+        """The run's labeler, with each DFT job's threads and memory cap from ``execution``."""
+        import dataclasses
 
-        return make_labeler(self.config.label)
+        from dask.utils import parse_bytes
+
+        from eelt.label import PySCFLabeler, make_labeler
+
+        labeler = make_labeler(self.config.label)
+        if isinstance(labeler, PySCFLabeler):
+            ex = self.config.execution
+            per_job_MB = parse_bytes(ex.memory_per_worker) / ex.threads_per_worker / 2**20
+            labeler = dataclasses.replace(
+                labeler, threads=ex.threads_per_job, max_memory_MB=0.8 * per_job_MB
+            )
+        return labeler
 
     def _label(
         self,
@@ -158,6 +170,9 @@ class Loop(Exploration, Examination, Progress):
             failure["test_frame"] = failure["index"] >= len(frames)
             log.warning("label failed for frame %s: %s", failure["index"], failure["reason"])
         n_test_failed = sum(f["test_frame"] for f in report.failed)
+        by_kind: dict[str, int] = {}
+        for failure in report.failed:
+            by_kind[failure.get("kind", "error")] = by_kind.get(failure.get("kind", "error"), 0) + 1
         summary = {
             "n_requested": len(frames),
             "n_labeled": len(train),
@@ -170,10 +185,23 @@ class Loop(Exploration, Examination, Progress):
             "dft_core_hours": report.core_hours,
             "dft_core_hours_computed": report.core_hours_computed,
             "failed": report.failed,
+            "failed_by_kind": by_kind,
             "data_file": str(data_file.relative_to(self.run.root)) if train else None,
             "test_file": str(test_file.relative_to(self.run.root)) if test else None,
             "wall_s": time.perf_counter() - t0,
         }
+        share = len(report.failed) / len(jobs) if jobs else 0.0
+        limit = self.config.label.max_failed_fraction
+        if share > limit:
+            first = report.failed[0]
+            # the finished labels stay in labels/; the stage's report is not written, so a
+            # run started again (after the cause is fixed) labels only what failed
+            raise EeltError(
+                f"label: {len(report.failed)} of {len(jobs)} labels failed in "
+                f"{out_dir.relative_to(self.run.root)} ({share:.0%} > label.max_failed_fraction "
+                f"{limit:g}; {', '.join(f'{k} {n}' for k, n in sorted(by_kind.items()))}); "
+                f"first: {first['reason']}"
+            )
         self.run.write_report(out_dir, summary)
         return summary
 

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from eelt.config import ExecutionConfig
 from eelt.execution import (
     BATCH_MALLOC_EXPORTS,
@@ -63,3 +65,30 @@ def test_batch_job_script_starts_with_the_export():
         cluster.close()
     for line in BATCH_MALLOC_EXPORTS:
         assert script.index(line) < script.index("distributed.cli.dask_worker")
+
+
+@pytest.mark.parametrize(
+    "kind, lines",
+    [
+        ("slurm", ["#SBATCH -A chem", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=8G"]),
+        ("pbs", ["#PBS -A chem", "#PBS -l select=1:ncpus=8:mem=8192MB"]),
+        ("lsf", ['#BSUB -P "chem"', "#BSUB -n 8"]),
+        ("sge", ["#$ -P chem"]),
+    ],
+)
+def test_job_scripts_ask_for_every_core_a_worker_uses(kind, lines):
+    from eelt.config import ExecutionConfig
+    from eelt.execution import jobqueue_cluster
+
+    cfg = ExecutionConfig(
+        kind=kind, threads_per_worker=2, threads_per_job=4, memory_per_worker="8GiB",
+        account="chem",
+    )  # fmt: skip
+    cluster = jobqueue_cluster(cfg)
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    for line in lines:
+        assert line in script.splitlines(), script
+    assert "--nthreads 2" in script  # two tasks at a time, each DFT job on 4 threads

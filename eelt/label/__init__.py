@@ -23,7 +23,12 @@ def make_labeler(cfg: PySCFLabelConfig | EMTLabelConfig) -> Labeler:
         raise ValueError(
             f"label.kind: got {cfg.kind!r}; expected one of {sorted(LABELERS)}"
         ) from None
-    return cls(**cfg.model_dump(exclude={"kind"}))
+    from eelt.config import LABEL_POLICY
+
+    fields = cfg.model_dump(exclude={"kind", *LABEL_POLICY})
+    if cfg.kind == "pyscf":
+        fields["timeout_s"] = cfg.timeout_s
+    return cls(**fields)
 
 
 __all__ = [

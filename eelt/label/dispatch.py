@@ -81,7 +81,7 @@ def _run_labeler(labeler: Labeler, atoms: Atoms) -> Atoms:
     out = labeler(atoms)
     if isinstance(out, Atoms):
         out.info[LABEL_WALL_S] = time.perf_counter() - start
-        out.info[LABEL_THREADS] = _threads(labeler)
+        out.info.setdefault(LABEL_THREADS, _threads(labeler))  # the labeler's own count first
     return out
 
 

@@ -14,6 +14,7 @@ from ase.units import Bohr, Hartree
 
 from eelt import keys
 from eelt.label.base import LabelError, one_line
+from eelt.label.dispatch import LABEL_THREADS
 
 DEVICES = ("auto", "cpu", "gpu")
 SCF_ATTEMPTS = keys.SCF_ATTEMPTS
@@ -48,6 +49,10 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value, dtype=np.float64)
 
 
+class _Timeout(Exception):
+    """Raised from the SCF callback when a job has run past its timeout."""
+
+
 @dataclass(frozen=True)
 class PySCFLabeler:
     """RKS (spin 0) or UKS Kohn-Sham DFT; ``spin`` is 2S = N_alpha - N_beta, ``charge`` in e.
@@ -73,6 +78,10 @@ class PySCFLabeler:
     density_fit: bool = False
     device: Literal["auto", "cpu", "gpu"] = "auto"
     scf_fallbacks: bool = True
+    # where and how long a job runs, not what it computes (not in settings()):
+    threads: int | None = None  # OpenMP and BLAS threads per job; None: the process's own
+    max_memory_MB: float | None = None  # PySCF's memory cap; None: PySCF's default
+    timeout_s: float | None = None  # an SCF still running after this long is given up
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -99,10 +108,26 @@ class PySCFLabeler:
         }
 
     def n_threads(self) -> int:
-        """Threads PySCF computes with in this process (OpenMP)."""
+        """Threads PySCF computes with in this process (OpenMP), as it reports them."""
         from pyscf import lib
 
         return int(lib.num_threads())
+
+    def __call__(self, atoms: Atoms) -> Atoms:
+        """Label ``atoms`` with ``threads`` OpenMP and BLAS threads (a Dask nanny starts workers
+        with OMP_NUM_THREADS=1, which PySCF would otherwise keep)."""
+        if self.threads is None:
+            return self._label(atoms)
+        from pyscf import lib
+        from threadpoolctl import threadpool_limits
+
+        before = lib.num_threads()
+        lib.num_threads(self.threads)
+        try:
+            with threadpool_limits(limits=self.threads):
+                return self._label(atoms)
+        finally:
+            lib.num_threads(before)
 
     def _use_gpu(self) -> bool:
         if self.device == "cpu":
@@ -115,7 +140,7 @@ class PySCFLabeler:
             )
         return available
 
-    def __call__(self, atoms: Atoms) -> Atoms:
+    def _label(self, atoms: Atoms) -> Atoms:
         from pyscf import gto
 
         if atoms.pbc.any():
@@ -137,6 +162,8 @@ class PySCFLabeler:
                 verbose=0,
                 output=None,
             )
+            if self.max_memory_MB is not None:
+                mol.max_memory = float(self.max_memory_MB)
         except Exception as err:
             raise LabelError(
                 f"PySCF cannot build the molecule ({atoms.get_chemical_formula()}, "
@@ -162,6 +189,7 @@ class PySCFLabeler:
             out, **{keys.ENERGY: energy_eV, keys.FORCES: forces_eV_per_A}
         )
         out.info[SCF_ATTEMPTS] = json.dumps(attempts)
+        out.info[LABEL_THREADS] = self.n_threads()  # as PySCF ran it, not as configured
         return out
 
     def _scf(self, mol):
@@ -174,12 +202,20 @@ class PySCFLabeler:
             mf = mf.density_fit()
         mf.conv_tol = self.conv_tol
         mf.max_cycle = self.max_cycle
+        if self.max_memory_MB is not None:
+            mf.max_memory = float(self.max_memory_MB)
         return mf
 
     def _converged_scf(self, mol, use_gpu: bool):
         """A converged SCF object and the attempts it took; LabelError (kind
         scf_not_converged, the attempts listed) when none converges."""
         attempts: list[dict] = []
+        started = time.perf_counter()
+
+        def deadline(_envs: dict) -> None:  # PySCF calls it after every SCF cycle
+            if self.timeout_s is not None and time.perf_counter() - started > self.timeout_s:
+                raise _Timeout
+
         chain = FALLBACKS if self.scf_fallbacks else FALLBACKS[:1]
         for step in chain:
             start = time.perf_counter()
@@ -196,8 +232,25 @@ class PySCFLabeler:
                     mf = mf.to_gpu()
                 if step.get("newton"):
                     mf = mf.newton()
+                mf.callback = deadline
                 mf.kernel()
                 record |= {"converged": bool(mf.converged), "energy_Ha": float(mf.e_tot)}
+            except _Timeout:
+                attempts.append(
+                    record | {"converged": False, "wall_s": time.perf_counter() - start}
+                )
+                raise LabelError(
+                    f"{self.method} SCF still running after label.timeout_s={self.timeout_s:g} s "
+                    f"({len(attempts)} attempts)",
+                    kind="timeout",
+                    attempts=attempts,
+                ) from None
+            except MemoryError:
+                raise LabelError(
+                    f"{self.method} ran out of memory (max_memory {mf.max_memory:.0f} MB)",
+                    kind="out_of_memory",
+                    attempts=attempts,
+                ) from None
             except Exception as err:
                 record |= {"converged": False, "error": f"{type(err).__name__}: {one_line(err)}"}
                 attempts.append(record | {"wall_s": time.perf_counter() - start})

@@ -248,3 +248,22 @@ def test_without_fallbacks_one_attempt(stretched_water):
             stretched_water
         )
     assert len(info.value.attempts) == 1
+
+
+def test_threads_per_job_are_used_and_measured(distorted_water):
+    one = PySCFLabeler(basis="sto-3g", device="cpu", threads=1)(distorted_water)
+    two = PySCFLabeler(basis="sto-3g", device="cpu", threads=2)(distorted_water)
+    assert one.info["label_threads"] == 1 and two.info["label_threads"] == 2
+    assert lib.num_threads() == 1  # the process's own setting is back
+    assert two.get_potential_energy() == pytest.approx(one.get_potential_energy(), abs=1e-8)
+    np.testing.assert_allclose(two.get_forces(), one.get_forces(), atol=1e-6)
+    # threads, memory and timeout are where a job runs, not what it computes
+    assert PySCFLabeler(threads=8, max_memory_MB=100.0, timeout_s=5.0).settings() == (
+        PySCFLabeler().settings()
+    )
+
+
+def test_a_job_past_its_timeout_is_a_timeout_failure(stretched_water):
+    with pytest.raises(LabelError, match="still running after label.timeout_s=0.01 s") as info:
+        PySCFLabeler(basis="sto-3g", device="cpu", timeout_s=0.01)(stretched_water)
+    assert info.value.kind == "timeout" and len(info.value.attempts) == 1
