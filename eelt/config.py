@@ -343,6 +343,11 @@ class PySCFLabelConfig(LabelPolicy):
     max_cycle: PositiveInt = 100
     grid_level: Annotated[int, Field(ge=0, le=9)] = 3
     density_fit: bool = False
+    dispersion: Literal["d3bj", "d3zero", "d3bjm", "d3zerom", "d4"] | None = Field(
+        default=None,
+        description="an empirical dispersion correction on top of xc, in energies and forces "
+        "(pyscf-dispersion); part of what a label is",
+    )
     device: Literal["auto", "cpu", "gpu"] = "auto"
     scf_fallbacks: bool = Field(
         default=True,
@@ -351,13 +356,27 @@ class PySCFLabelConfig(LabelPolicy):
     )
 
 
+class XTBLabelConfig(LabelPolicy):
+    """GFN-xTB through tblite: GFN2-xTB for molecules, GFN1-xTB for periodic cells."""
+
+    kind: Literal["xtb"] = "xtb"
+    method: Literal["GFN2-xTB", "GFN1-xTB", "IPEA1-xTB"] = "GFN2-xTB"
+    charge: int = 0
+    spin: Annotated[int, Field(ge=0)] = Field(default=0, description="2S, unpaired electrons")
+    accuracy: PositiveFloat = 1.0
+    electronic_temperature_K: PositiveFloat = 300.0
+    max_iterations: PositiveInt = 250
+
+
 class EMTLabelConfig(LabelPolicy):
     """ASE's EMT potential: a cheap reference for tests and demos (Al, Cu, Ag, Au, Ni, Pd, Pt; H, C, N, O roughly)."""
 
     kind: Literal["emt"] = "emt"
 
 
-LabelConfig = Annotated[PySCFLabelConfig | EMTLabelConfig, Field(discriminator="kind")]
+LabelConfig = Annotated[
+    PySCFLabelConfig | XTBLabelConfig | EMTLabelConfig, Field(discriminator="kind")
+]
 
 
 class ModelConfig(Section):
@@ -509,7 +528,7 @@ class ConfigError(EeltError, ValueError):
     """A config that cannot be used; the message is one line per problem, naming the field."""
 
 
-UNION_TAGS = ("pyscf", "emt", "metadynamics", "uncertainty", "plumed")
+UNION_TAGS = ("pyscf", "xtb", "emt", "metadynamics", "uncertainty", "plumed")
 
 
 def _describe(err: ValidationError) -> str:

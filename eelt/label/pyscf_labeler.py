@@ -17,6 +17,7 @@ from eelt.label.base import LabelError, one_line
 from eelt.label.dispatch import LABEL_THREADS
 
 DEVICES = ("auto", "cpu", "gpu")
+DISPERSIONS = ("d3bj", "d3zero", "d3bjm", "d3zerom", "d4")
 SCF_ATTEMPTS = keys.SCF_ATTEMPTS
 
 # The SCF fallback chain. Every attempt starts afresh from an initial guess: measured on a
@@ -76,6 +77,7 @@ class PySCFLabeler:
     max_cycle: int = 100
     grid_level: int = 3
     density_fit: bool = False
+    dispersion: str | None = None  # "d3bj", "d3zero", "d3bjm", "d3zerom", "d4" (pyscf-dispersion)
     device: Literal["auto", "cpu", "gpu"] = "auto"
     scf_fallbacks: bool = True
     # where and how long a job runs, not what it computes (not in settings()):
@@ -88,11 +90,17 @@ class PySCFLabeler:
             raise ValueError(f"PySCFLabeler.device must be one of {DEVICES}, got {self.device!r}")
         if self.spin < 0:
             raise ValueError(f"PySCFLabeler.spin (2S) must be >= 0, got {self.spin}")
+        if self.dispersion is not None and self.dispersion not in DISPERSIONS:
+            raise ValueError(
+                f"PySCFLabeler.dispersion must be one of {DISPERSIONS} or None, got "
+                f"{self.dispersion!r}"
+            )
 
     @property
     def method(self) -> str:
-        """Short name of the method, e.g. "RKS pbe/def2-svp"."""
-        return f"{'RKS' if self.spin == 0 else 'UKS'} {self.xc}/{self.basis}"
+        """Short name of the method, e.g. "RKS pbe/def2-svp" or "RKS pbe-d3bj/def2-svp"."""
+        disp = f"-{self.dispersion}" if self.dispersion else ""
+        return f"{'RKS' if self.spin == 0 else 'UKS'} {self.xc}{disp}/{self.basis}"
 
     def settings(self) -> dict:
         return {
@@ -105,6 +113,7 @@ class PySCFLabeler:
             "max_cycle": self.max_cycle,
             "grid_level": self.grid_level,
             "density_fit": self.density_fit,
+            **({"dispersion": self.dispersion} if self.dispersion else {}),
         }
 
     def n_threads(self) -> int:
@@ -204,6 +213,8 @@ class PySCFLabeler:
         mf.max_cycle = self.max_cycle
         if self.max_memory_MB is not None:
             mf.max_memory = float(self.max_memory_MB)
+        if self.dispersion:
+            mf.disp = self.dispersion  # energy and analytic gradient (pyscf-dispersion)
         return mf
 
     def _converged_scf(self, mol, use_gpu: bool):

@@ -267,3 +267,51 @@ def test_a_job_past_its_timeout_is_a_timeout_failure(stretched_water):
     with pytest.raises(LabelError, match="still running after label.timeout_s=0.01 s") as info:
         PySCFLabeler(basis="sto-3g", device="cpu", timeout_s=0.01)(stretched_water)
     assert info.value.kind == "timeout" and len(info.value.attempts) == 1
+
+
+@pytest.mark.parametrize("version", ["d3bj", "d4"])
+def test_dispersion_adds_the_packages_own_correction(distorted_water, version):
+    pytest.importorskip("pyscf.dispersion", reason="pyscf-dispersion is not installed")
+    from pyscf.dispersion import dftd3, dftd4
+
+    plain = PySCFLabeler(basis="sto-3g", device="cpu")(distorted_water)
+    labeler = PySCFLabeler(basis="sto-3g", device="cpu", dispersion=version)
+    with_disp = labeler(distorted_water)
+    mol = gto.M(
+        atom=[(s, tuple(p)) for s, p in zip("OHH", distorted_water.positions, strict=True)],
+        unit="Angstrom", basis="sto-3g", verbose=0,
+    )  # fmt: skip
+    engine = (
+        dftd3.DFTD3Dispersion(mol, xc="pbe", version=version)
+        if version.startswith("d3")
+        else dftd4.DFTD4Dispersion(mol, xc="pbe")
+    )
+    direct = engine.get_dispersion(grad=True)
+    delta_e = with_disp.get_potential_energy() - plain.get_potential_energy()
+    assert delta_e == pytest.approx(float(direct["energy"]) * Hartree, rel=1e-6, abs=1e-9)
+    assert abs(delta_e) > 1e-4  # a real correction, not zero
+    np.testing.assert_allclose(
+        with_disp.get_forces() - plain.get_forces(),
+        -np.asarray(direct["gradient"]) * Hartree / Bohr,
+        atol=1e-6,
+    )
+    # part of the label's content hash; named in the method
+    assert frame_hash(distorted_water, labeler.settings()) != frame_hash(
+        distorted_water, PySCFLabeler(basis="sto-3g").settings()
+    )
+    assert labeler.method == f"RKS pbe-{version}/sto-3g"
+
+
+def test_dispersion_forces_are_minus_the_energy_gradient(distorted_water):
+    pytest.importorskip("pyscf.dispersion", reason="pyscf-dispersion is not installed")
+    labeler = PySCFLabeler(basis="sto-3g", device="cpu", dispersion="d3bj", conv_tol=1e-11)
+    forces = labeler(distorted_water).get_forces()
+    h = 1e-3
+    for atom, axis in ((0, 2), (1, 1)):
+        shifted = []
+        for sign in (1, -1):
+            moved = distorted_water.copy()
+            moved.positions[atom, axis] += sign * h
+            shifted.append(labeler(moved).get_potential_energy())
+        numeric = -(shifted[0] - shifted[1]) / (2 * h)
+        assert forces[atom, axis] == pytest.approx(numeric, abs=2e-4)
