@@ -328,6 +328,12 @@ class LabelPolicy(Section):
     timeout_s: PositiveFloat | None = Field(
         default=None, description="a DFT job still in its SCF after this long is given up"
     )
+    store: str | None = Field(
+        default=None,
+        description="a label store shared between runs (a folder, relative to the config file): "
+        "a label of the same frame and method is computed once for all of them; default: the "
+        "run directory's labels/",
+    )
 
 
 LABEL_POLICY = tuple(LabelPolicy.model_fields)

@@ -68,6 +68,11 @@ def prepare_run(config: RunConfig, base_dir: Path, root: Path) -> RunDir:
             )
         }
     )
+    if config.label.store:  # frozen as an absolute path, so it means the same on resume
+        store = (base_dir / config.label.store).resolve()
+        config = config.model_copy(
+            update={"label": config.label.model_copy(update={"store": str(store)})}
+        )
     type_map = config.system.type_map
     for k, frames in stage_starts.items():
         unknown = sorted({s for a in frames for s in a.get_chemical_symbols()} - set(type_map))

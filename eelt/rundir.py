@@ -85,6 +85,11 @@ class RunDir:
 
     @property
     def labels_dir(self) -> Path:
+        """Where finished labels live: ``label.store`` when the run has one, else labels/."""
+        if self.exists():
+            store = self.load_config().label.store
+            if store:
+                return Path(store)
         return self.root / "labels"
 
     def init_dir(self, stage: str) -> Path:

@@ -58,3 +58,28 @@ def test_failure_policy_may_change_on_resume(tmp_path):
         cu_start(tmp_path), label={"kind": "emt", "max_failed_fraction": 0.9, "timeout_s": 60}
     )
     assert prepare_run(looser, tmp_path, tmp_path / "run").root == run.root
+
+
+def test_a_shared_label_store_computes_nothing_twice(tmp_path):
+    from eelt.loop import run_loop
+
+    def run(name):
+        cfg = tiny_config(
+            cu_start(tmp_path), name=name, label={"kind": "emt", "store": "shared-labels"},
+            loop={"max_iterations": 1},
+        )  # fmt: skip
+        r = prepare_run(cfg, tmp_path, tmp_path / name)
+        with ThreadPoolExecutor(2) as pool:
+            run_loop(Loop(r, pool))
+        return r
+
+    first = run("first")
+    assert first.labels_dir == (tmp_path / "shared-labels").resolve()
+    n_labels = len(list(first.labels_dir.glob("*.extxyz")))
+    assert n_labels > 0 and not (first.root / "labels").exists()
+    second = run("second")  # same frames, same method: every label is already in the store
+    init = second.read_report(second.init_dir("label"))
+    assert init["n_computed"] == 0 and init["n_cached"] == init["n_requested"]
+    it0 = second.read_report(second.stage_dir(0, "label"))
+    assert it0["n_computed"] == 0
+    assert len(list(first.labels_dir.glob("*.extxyz"))) == n_labels
