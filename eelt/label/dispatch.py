@@ -101,9 +101,15 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {one_line(err)}"
 
 
+# exceptions that name their own kind of failure (Dask's KilledWorker: the worker died, and the
+# scheduler already tried the job on allowed-failures other workers)
+_KINDS_BY_TYPE = {"KilledWorker": "worker_lost", "MemoryError": "out_of_memory"}
+
+
 def _failure(err: BaseException) -> dict:
     """A failed job's record: reason (one line), kind and the attempts it made."""
-    record = {"reason": _describe(err), "kind": getattr(err, "kind", "error")}
+    kind = getattr(err, "kind", None) or _KINDS_BY_TYPE.get(type(err).__name__, "error")
+    record = {"reason": _describe(err), "kind": kind}
     if getattr(err, "attempts", None):
         record["attempts"] = list(err.attempts)
     return record

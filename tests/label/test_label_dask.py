@@ -87,4 +87,52 @@ def test_dead_worker_is_a_failure_not_a_crash(client, tmp_path):
     report = label_frames(frames, KillsItsWorker(), client.get_executor(), tmp_path)
     assert [f["index"] for f in report.failed] == [1]
     assert report.failed[0]["reason"].startswith("KilledWorker:")
+    assert report.failed[0]["kind"] == "worker_lost"
     assert len(report.labeled) == 2 and report.n_computed == 2
+
+
+@dataclass(frozen=True)
+class KillsItsWorkerOnce:
+    """EMT; the first job of the frame with walker 1 kills its worker process with SIGKILL
+    (a marker file remembers it), as a scheduler pre-empting a node would."""
+
+    marker: str
+    name: ClassVar[str] = "killer-once-emt"
+
+    def settings(self) -> dict:
+        return {"labeler": self.name}
+
+    def __call__(self, atoms: Atoms) -> Atoms:
+        import signal
+
+        if atoms.info.get("walker") == 1 and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return EMTLabeler()(atoms)
+
+
+def test_a_job_whose_worker_is_killed_runs_again_elsewhere(tmp_path):
+    # Dask's default: a task whose worker dies is run again, up to allowed-failures (3) times
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 3}),
+        LocalCluster(
+            processes=True, n_workers=2, threads_per_worker=1, host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):  # fmt: skip
+        frames = copper_frames(4)
+        for walker, frame in enumerate(frames):
+            frame.info["walker"] = walker
+        marker = tmp_path / "killed-once"
+        labels = tmp_path / "labels"
+        report = label_frames(
+            frames, KillsItsWorkerOnce(str(marker)), client.get_executor(), labels
+        )
+    assert marker.exists()  # a worker did die
+    assert report.failed == [] and report.n_computed == 4
+    assert len(list(labels.glob("*.extxyz"))) == 4  # each label stored once
+    for frame, labeled in zip(frames, report.labeled, strict=True):
+        assert labeled.get_potential_energy() == pytest.approx(
+            EMTLabeler()(frame).get_potential_energy(), abs=1e-9
+        )
