@@ -58,6 +58,29 @@ def _guard(fn, *args, **kwargs):
         _fail("interrupted; run the same command again to resume", code=130)
 
 
+cluster_app = typer.Typer(help="batch-scheduler clusters (execution.kind slurm|pbs|sge|lsf)")
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("script")
+def cluster_script(config: Annotated[Path, typer.Argument(help="run config (YAML)")]) -> None:
+    """Print the batch script one Dask worker job of this config would be submitted with."""
+    from eelt.config import load_config
+
+    cfg, _ = _guard(load_config, config)
+    if cfg.execution.kind in ("local", "threads"):
+        _fail(
+            f"{config}: execution.kind is {cfg.execution.kind!r}; no batch script (use slurm, pbs, sge or lsf)"
+        )
+    from eelt.execution import jobqueue_cluster
+
+    cluster = jobqueue_cluster(cfg.execution)
+    try:
+        out.print(cluster.job_script(), highlight=False, markup=False, soft_wrap=True)
+    finally:
+        cluster.close()
+
+
 @app.command()
 def validate(config: Annotated[Path, typer.Argument(help="run config (YAML)")]) -> None:
     """Check a config and print it with every default filled in."""

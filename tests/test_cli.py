@@ -111,3 +111,28 @@ def test_status_of_a_non_run(tmp_path):
     result = runner.invoke(app, ["status", str(tmp_path)])
     assert result.exit_code == 2
     assert "not an eelt run directory" in result.output
+
+
+def test_cluster_script_prints_the_batch_script(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from eelt.cli import app
+
+    (tmp_path / "h2o.xyz").write_text("3\n\nO 0 0 0.117\nH 0 0.757 -0.469\nH 0 -0.757 -0.469\n")
+    cfg = {
+        "name": "hpc", "system": {"structures": ["h2o.xyz"]},
+        "explore": {"stages": [{"temperatures_K": [300]}]}, "label": {"kind": "pyscf"},
+        "execution": {"kind": "slurm", "queue": "short", "threads_per_job": 8,
+                      "job_script_prologue": ["module load python"]},
+    }  # fmt: skip
+    (tmp_path / "eelt.yaml").write_text(yaml.safe_dump(cfg))
+    result = CliRunner().invoke(app, ["cluster", "script", str(tmp_path / "eelt.yaml")])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "#SBATCH -p short" in lines and "#SBATCH --cpus-per-task=8" in lines
+    assert "module load python" in lines
+    cfg["execution"] = {"kind": "local"}
+    (tmp_path / "eelt.yaml").write_text(yaml.safe_dump(cfg))
+    result = CliRunner().invoke(app, ["cluster", "script", str(tmp_path / "eelt.yaml")])
+    assert result.exit_code == 2 and "no batch script" in result.output
