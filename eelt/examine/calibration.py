@@ -129,8 +129,9 @@ def calibrate(
         slope_, intercept_ = np.polyfit(log_d, log_e, 1)
         slope, intercept = _finite_or_none(slope_), _finite_or_none(intercept_)
         if target is not None and slope is not None and intercept is not None and slope > 0:
-            with np.errstate(over="ignore"):
-                crossing = _finite_or_none(10.0 ** ((math.log10(target) - intercept) / slope))
+            exponent = (math.log10(target) - intercept) / slope
+            # a slope near 0 (a flat error) puts the crossing beyond any float: no crossing
+            crossing = _finite_or_none(10.0**exponent) if abs(exponent) < 300 else None
             if crossing is not None and crossing <= 0:  # underflow to 0
                 crossing = None
 
