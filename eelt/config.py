@@ -464,11 +464,27 @@ class ExecutionConfig(Section):
     job_extra_directives: list[str] = []
     job_script_prologue: list[str] = []
     gpus_per_worker: Annotated[int, Field(ge=0)] = 0
+    min_jobs: Annotated[int, Field(ge=0)] | None = Field(
+        default=None,
+        description="batch schedulers: with max_jobs, Dask scales the worker jobs adaptively "
+        "between the two (instead of n_workers fixed jobs)",
+    )
+    max_jobs: PositiveInt | None = None
     threads_per_job: PositiveInt = Field(
         default=1,
         description="OpenMP/BLAS threads of each DFT job; a batch worker requests "
         "threads_per_worker x threads_per_job cores",
     )
+
+    @model_validator(mode="after")
+    def _jobs(self) -> ExecutionConfig:
+        if (self.min_jobs is None) != (self.max_jobs is None):
+            raise ValueError("execution: give both min_jobs and max_jobs, or neither")
+        if self.max_jobs is not None and self.min_jobs > self.max_jobs:
+            raise ValueError(
+                f"execution: min_jobs ({self.min_jobs}) must not exceed max_jobs ({self.max_jobs})"
+            )
+        return self
 
 
 class LoopConfig(Section):

@@ -129,7 +129,10 @@ def open_executor(cfg: ExecutionConfig, log_dir: Path | None = None) -> Iterator
 
     cluster = local_cluster(cfg) if cfg.kind == "local" else jobqueue_cluster(cfg, log_dir)
     try:
-        if cfg.kind != "local":
+        if cfg.kind != "local" and cfg.max_jobs is not None:
+            # Dask asks the scheduler for jobs while work waits and lets idle ones go
+            cluster.adapt(minimum_jobs=cfg.min_jobs, maximum_jobs=cfg.max_jobs)
+        elif cfg.kind != "local":
             cluster.scale(jobs=cfg.n_workers)
         with Client(cluster) as client:
             log.info(

@@ -78,3 +78,11 @@ def test_the_tiny_loop_runs_on_slurm(tmp_path):
         state = run_loop(Loop(run, executor))
     assert state["status"] == "max_iterations" and len(state["iterations"]) == 1
     assert state["n_labels"] > 0
+
+
+def test_adaptive_scaling_starts_jobs_for_the_work(tmp_path):
+    frames = [bulk("Cu", "fcc", a=3.6 + 0.01 * k, cubic=True) for k in range(3)]
+    cfg = _slurm_execution().model_copy(update={"min_jobs": 0, "max_jobs": 2})
+    with open_executor(cfg, tmp_path / "logs") as executor:
+        report = label_frames(frames, EMTLabeler(), executor, tmp_path / "labels")
+    assert report.failed == [] and report.n_computed == 3

@@ -115,6 +115,16 @@ def _failure(err: BaseException) -> dict:
     return record
 
 
+def _more_memory(labeler: Labeler) -> Labeler:
+    """The labeler with twice its memory cap (``max_memory_MB``), or itself if it has none."""
+    import dataclasses
+
+    cap = getattr(labeler, "max_memory_MB", None)
+    if cap is None or not dataclasses.is_dataclass(labeler):
+        return labeler
+    return dataclasses.replace(labeler, max_memory_MB=2 * cap)
+
+
 def _label_path(labels_dir: Path, label_hash: str) -> Path:
     return labels_dir / f"{label_hash}.extxyz"
 
@@ -249,6 +259,28 @@ def label_frames(
             done += 1
             if on_progress is not None:
                 on_progress(done, total)
+        # out of memory: once more, with twice the memory cap where the labeler has one
+        retry = [h for h, r in reasons.items() if r["kind"] == "out_of_memory" and h in to_compute]
+        if retry:
+            bigger = _more_memory(labeler)
+            again = {
+                executor.submit(_run_labeler, bigger, _geometry(frames[first_index[h]])): h
+                for h in retry
+            }
+            futures |= again
+            for future in as_completed(again):
+                h = again[future]
+                try:
+                    stored = _label_file_frame(frames[first_index[h]], future.result(), h)
+                except Exception as err:
+                    reasons[h] = _failure(err) | {"retried": True}
+                    continue
+                path = _label_path(labels_dir, h)
+                write_frames(path, [stored])
+                labels[h], costs[h] = _read_label(path, frames[first_index[h]])
+                del reasons[h]
+                report.n_computed += 1
+                report.core_hours_computed += core_hours(costs[h])
     finally:
         for future in futures:
             future.cancel()

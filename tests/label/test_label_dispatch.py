@@ -235,3 +235,28 @@ def test_each_label_keeps_its_jobs_wall_time_and_threads(pool, tmp_path):
     # cached labels bring their cost along; none was computed this time
     assert again.n_computed == 0 and again.core_hours_computed == 0.0
     assert again.core_hours == pytest.approx(report.core_hours)
+
+
+@dataclass(frozen=True)
+class HungryOnce:
+    """EMT; a job with less than 1000 MB of memory cap runs out of memory."""
+
+    max_memory_MB: float = 600.0
+    name: ClassVar[str] = "hungry-emt"
+
+    def settings(self) -> dict:
+        return {"labeler": self.name}
+
+    def __call__(self, atoms: Atoms) -> Atoms:
+        if self.max_memory_MB < 1000.0:
+            raise MemoryError("cannot allocate")
+        return EMTLabeler()(atoms)
+
+
+def test_out_of_memory_is_retried_once_with_more_memory(pool, tmp_path):
+    frames = copper_frames(2)
+    report = label_frames(frames, HungryOnce(), pool, tmp_path)  # 600 -> 1200 MB: labeled
+    assert report.failed == [] and report.n_computed == 2
+    hopeless = label_frames(copper_frames(1), HungryOnce(max_memory_MB=100.0), pool, tmp_path / "b")
+    (failure,) = hopeless.failed
+    assert failure["kind"] == "out_of_memory" and failure["retried"]
