@@ -451,7 +451,12 @@ class TrainConfig(Section):
 class ExecutionConfig(Section):
     """Where jobs run: a local Dask cluster, a thread pool, or a batch scheduler via dask-jobqueue."""
 
-    kind: Literal["local", "threads", "slurm", "pbs", "sge", "lsf"] = "local"
+    kind: Literal["local", "threads", "dask", "slurm", "pbs", "sge", "lsf"] = "local"
+    scheduler_address: str | None = Field(
+        default=None,
+        description="kind 'dask': the address of a running Dask scheduler (tcp://host:8786), "
+        "whose workers (started by hand, by compose or by a batch system) run the jobs",
+    )
     n_workers: PositiveInt = 2
     threads_per_worker: PositiveInt = 1
     memory_per_worker: str = "4GiB"
@@ -478,6 +483,8 @@ class ExecutionConfig(Section):
 
     @model_validator(mode="after")
     def _jobs(self) -> ExecutionConfig:
+        if self.kind == "dask" and not self.scheduler_address:
+            raise ValueError("execution: kind 'dask' needs scheduler_address")
         if (self.min_jobs is None) != (self.max_jobs is None):
             raise ValueError("execution: give both min_jobs and max_jobs, or neither")
         if self.max_jobs is not None and self.min_jobs > self.max_jobs:

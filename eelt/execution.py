@@ -127,6 +127,13 @@ def open_executor(cfg: ExecutionConfig, log_dir: Path | None = None) -> Iterator
 
     from distributed import Client
 
+    if cfg.kind == "dask":  # a scheduler someone else runs: connect, never shut it down
+        with Client(cfg.scheduler_address) as client:
+            log.info("Dask scheduler %s (%d workers)", cfg.scheduler_address,
+                     len(client.scheduler_info()["workers"]))  # fmt: skip
+            yield client.get_executor()
+        return
+
     cluster = local_cluster(cfg) if cfg.kind == "local" else jobqueue_cluster(cfg, log_dir)
     try:
         if cfg.kind != "local" and cfg.max_jobs is not None:

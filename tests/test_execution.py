@@ -92,3 +92,25 @@ def test_job_scripts_ask_for_every_core_a_worker_uses(kind, lines):
     for line in lines:
         assert line in script.splitlines(), script
     assert "--nthreads 2" in script  # two tasks at a time, each DFT job on 4 threads
+
+
+def test_kind_dask_uses_a_running_scheduler_and_leaves_it_running(tmp_path):
+    from ase.build import bulk
+    from distributed import Client, LocalCluster
+
+    from eelt.config import ExecutionConfig
+    from eelt.execution import open_executor
+    from eelt.label import EMTLabeler, label_frames
+
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address=None,
+    ) as cluster:  # fmt: skip
+        cfg = ExecutionConfig(kind="dask", scheduler_address=cluster.scheduler_address)
+        with open_executor(cfg) as executor:
+            report = label_frames([bulk("Cu", cubic=True)], EMTLabeler(), executor, tmp_path)
+        assert report.n_computed == 1
+        with Client(cluster.scheduler_address) as client:  # still up, its worker too
+            assert len(client.scheduler_info()["workers"]) == 1
+    with pytest.raises(ValueError, match="kind 'dask' needs scheduler_address"):
+        ExecutionConfig(kind="dask")
