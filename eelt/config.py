@@ -468,6 +468,11 @@ class ExecutionConfig(Section):
     walltime: str = "01:00:00"
     job_extra_directives: list[str] = []
     job_script_prologue: list[str] = []
+    python: str | None = Field(
+        default=None,
+        description="batch schedulers: the command that runs a worker's Python (default: this "
+        "interpreter), e.g. 'apptainer exec --bind /scratch eelt.sif python'",
+    )
     gpus_per_worker: Annotated[int, Field(ge=0)] = 0
     min_jobs: Annotated[int, Field(ge=0)] | None = Field(
         default=None,

@@ -69,6 +69,8 @@ def jobqueue_cluster(cfg: ExecutionConfig, log_dir: Path | None = None):
         scheduler_options=scheduler_options,
         log_directory=str(log_dir) if log_dir else None,
     )
+    if cfg.python:
+        kwargs["python"] = cfg.python
     if cfg.kind in ("lsf", "sge"):  # their schedulers call the account a project
         kwargs["project"] = kwargs.pop("account")
     kwargs |= _job_cores(cfg)
