@@ -44,7 +44,7 @@ def test_trust_lo_above_hi_is_one_clear_error():
 
 
 def test_unknown_labeler_kind_lists_allowed():
-    with pytest.raises(ConfigError, match="kind 'vasp' is not one of 'pyscf', 'emt'"):
+    with pytest.raises(ConfigError, match="kind 'vasp' is not one of 'pyscf', 'xtb', 'emt'"):
         parse_config(with_(label={"kind": "vasp"}))
 
 
