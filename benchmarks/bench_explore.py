@@ -5,9 +5,10 @@ weights with the systems' statistics) drives a Langevin walker the way the loop 
 (``forces_from: first``: member 0 every step, all members at every 10th, dumped, step), for
 ethanol (9 atoms; metadynamics on its two rotor dihedrals) and periodic Cu fcc 64 (metadynamics
 on the coordination number of atom 0), with a hill every 50 steps. The uncertainty bias needs
-every member at every step of its stride (1, or 5 as an impulse every 5th step). Prints steps/s (median of repeats) and the cost over plain; the
-guards are off (random weights) and the files a biased walker writes once at its end (hills,
-free-energy estimate and its plot) are not timed.
+every member at every step of its stride (1, or 5 as an impulse every 5th step). Prints
+steps/s (median of repeats) and the cost over plain; the guards are off (random weights) and
+the files a biased walker writes once at its end (hills, free-energy estimate and its plot)
+are not timed.
 
     python benchmarks/bench_explore.py [--steps 400] [--repeats 3] [--threads 1]
 """
