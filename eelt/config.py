@@ -474,6 +474,11 @@ class ExecutionConfig(Section):
         "interpreter), e.g. 'apptainer exec --bind /scratch eelt.sif python'",
     )
     gpus_per_worker: Annotated[int, Field(ge=0)] = 0
+    jobs_per_gpu: PositiveInt = Field(
+        default=1,
+        description="DFT jobs that share one GPU at once: a worker advertises gpus_per_worker x "
+        "jobs_per_gpu GPU slots, and each GPU label job takes one",
+    )
     min_jobs: Annotated[int, Field(ge=0)] | None = Field(
         default=None,
         description="batch schedulers: with max_jobs, Dask scales the worker jobs adaptively "

@@ -42,7 +42,18 @@ BATCH_MALLOC_EXPORTS = (
 
 
 def _worker_resources(cfg: ExecutionConfig) -> dict[str, float]:
-    return {"GPU": cfg.gpus_per_worker} if cfg.gpus_per_worker else {}
+    """What a worker advertises: one GPU slot per job that may share its GPUs."""
+    return {"GPU": cfg.gpus_per_worker * cfg.jobs_per_gpu} if cfg.gpus_per_worker else {}
+
+
+def gpu_executor(executor: Executor) -> Executor:
+    """An executor over the same Dask cluster whose jobs each take one GPU slot, so they run
+    only on workers that advertise a GPU (at most jobs_per_gpu at once per GPU); on a thread
+    pool, the executor itself."""
+    client = getattr(executor, "_client", None)
+    if client is None:
+        return executor
+    return client.get_executor(resources={"GPU": 1})
 
 
 def jobqueue_cluster(cfg: ExecutionConfig, log_dir: Path | None = None):
@@ -51,7 +62,7 @@ def jobqueue_cluster(cfg: ExecutionConfig, log_dir: Path | None = None):
 
     cls = getattr(dask_jobqueue, JOBQUEUE_CLUSTERS[cfg.kind])
     resources = _worker_resources(cfg)
-    worker_extra_args = [f"--resources GPU={cfg.gpus_per_worker}"] if resources else []
+    worker_extra_args = [f"--resources GPU={resources['GPU']}"] if resources else []
     dashboard = cfg.dashboard_address if cfg.dashboard_address is not None else None
     scheduler_options = {"host": cfg.host}
     if dashboard is not None:

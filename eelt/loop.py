@@ -162,7 +162,13 @@ class Loop(Exploration, Examination, Progress):
 
         t0 = time.perf_counter()
         jobs = list(frames) + list(test_frames)
-        report = label_frames(jobs, self._labeler(), self.executor, self.run.labels_dir)
+        labeler = self._labeler()
+        executor = self.executor
+        if self.config.execution.gpus_per_worker and getattr(labeler, "device", "cpu") != "cpu":
+            from eelt.execution import gpu_executor
+
+            executor = gpu_executor(executor)  # DFT on the GPU workers only
+        report = label_frames(jobs, labeler, executor, self.run.labels_dir)
         failed_index = {f["index"] for f in report.failed}
         done = [i for i in range(len(jobs)) if i not in failed_index]
         train = [a for i, a in zip(done, report.labeled, strict=True) if i < len(frames)]

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +115,48 @@ def test_kind_dask_uses_a_running_scheduler_and_leaves_it_running(tmp_path):
             assert len(client.scheduler_info()["workers"]) == 1
     with pytest.raises(ValueError, match="kind 'dask' needs scheduler_address"):
         ExecutionConfig(kind="dask")
+
+
+def _timed_job(k: int, out: str) -> str:
+    """Sleep 0.3 s; record (start, end) in a file; return the worker's name."""
+    import time as _time
+
+    from distributed import get_worker
+
+    start = _time.time()
+    _time.sleep(0.3)
+    Path(out, f"{k}.txt").write_text(f"{start} {_time.time()}")
+    return str(get_worker().name)
+
+
+def test_gpu_jobs_go_only_to_workers_with_gpu_slots(tmp_path):
+    from distributed import Client, LocalCluster
+
+    from eelt.execution import gpu_executor
+
+    # one worker with 2 GPU slots (one GPU, jobs_per_gpu 2) and 4 threads, and one worker
+    # with none: GPU jobs run on the first, at most 2 at once
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=4, processes=True, host="127.0.0.1",
+            dashboard_address=None, resources={"GPU": 2},
+        ) as cluster,
+        Client(cluster) as client,
+    ):  # fmt: skip
+        plain = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address,
+             "--nthreads", "4", "--name", "no-gpu", "--host", "127.0.0.1", "--no-dashboard"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            client.wait_for_workers(2, timeout=60)
+            executor = gpu_executor(client.get_executor())
+            futures = [executor.submit(_timed_job, k, str(tmp_path)) for k in range(6)]
+            names = [f.result(timeout=60) for f in futures]
+        finally:
+            plain.terminate()
+            plain.wait(timeout=30)
+    assert "no-gpu" not in names and len(set(names)) == 1
+    spans = [tuple(map(float, (tmp_path / f"{k}.txt").read_text().split())) for k in range(6)]
+    peak = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
+    assert peak == 2  # two jobs share the GPU, never more
