@@ -74,7 +74,7 @@ def jobqueue_cluster(cfg: ExecutionConfig, log_dir: Path | None = None):
         walltime=cfg.walltime,
         queue=cfg.queue,
         account=cfg.account,
-        job_extra_directives=list(cfg.job_extra_directives),
+        job_extra_directives=[*cfg.job_extra_directives, *_gpu_directives(cfg)],
         job_script_prologue=[*BATCH_MALLOC_EXPORTS, *cfg.job_script_prologue],
         worker_extra_args=worker_extra_args,
         scheduler_options=scheduler_options,
@@ -88,10 +88,26 @@ def jobqueue_cluster(cfg: ExecutionConfig, log_dir: Path | None = None):
     return cls(**kwargs)
 
 
+def _gpu_directives(cfg: ExecutionConfig) -> list[str]:
+    """The scheduler's own request for gpus_per_worker GPUs (unless the user wrote one)."""
+    n = cfg.gpus_per_worker
+    if not n or any("gpu" in d.lower() for d in cfg.job_extra_directives):
+        return []
+    return {"slurm": [f"--gres=gpu:{n}"], "lsf": [f'-gpu "num={n}"'], "sge": [f"-l gpu={n}"]}.get(
+        cfg.kind, []
+    )
+
+
 def _job_cores(cfg: ExecutionConfig) -> dict:
     """Each batch job asks for threads_per_worker x threads_per_job cores: a worker runs
     threads_per_worker tasks at once, a DFT job computes on threads_per_job of them."""
     n = cfg.threads_per_worker * cfg.threads_per_job
+    if cfg.kind == "pbs" and cfg.gpus_per_worker:  # PBS asks for GPUs in its select statement
+        from dask.utils import parse_bytes
+        from dask_jobqueue.pbs import pbs_format_bytes_ceil
+
+        memory = pbs_format_bytes_ceil(parse_bytes(cfg.memory_per_worker))
+        return {"resource_spec": f"select=1:ncpus={n}:ngpus={cfg.gpus_per_worker}:mem={memory}"}
     if n == cfg.threads_per_worker:
         return {}
     if cfg.kind == "slurm":

@@ -160,3 +160,25 @@ def test_gpu_jobs_go_only_to_workers_with_gpu_slots(tmp_path):
     spans = [tuple(map(float, (tmp_path / f"{k}.txt").read_text().split())) for k in range(6)]
     peak = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
     assert peak == 2  # two jobs share the GPU, never more
+
+
+@pytest.mark.parametrize(
+    "kind, line",
+    [
+        ("slurm", "#SBATCH --gres=gpu:2"),
+        ("pbs", "#PBS -l select=1:ncpus=1:ngpus=2:mem=4096MB"),
+        ("lsf", '#BSUB -gpu "num=2"'),
+        ("sge", "#$ -l gpu=2"),
+    ],
+)
+def test_gpu_workers_ask_their_scheduler_for_gpus(kind, line):
+    from eelt.config import ExecutionConfig
+    from eelt.execution import jobqueue_cluster
+
+    cluster = jobqueue_cluster(ExecutionConfig(kind=kind, gpus_per_worker=2, jobs_per_gpu=4))
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert line in script.splitlines(), script
+    assert "--resources GPU=8" in script  # 2 GPUs x 4 jobs each
