@@ -57,13 +57,16 @@ def test_batch_job_exports_reach_dask_workers(tmp_path):
     assert fixed.stdout.split() == [exports[k] for k in names], fixed.stderr[-2000:]
 
 
-def test_batch_job_script_starts_with_the_export():
-    cfg = ExecutionConfig(kind="slurm", n_workers=1, dashboard_address=None)
+def _job_script(cfg) -> str:
     cluster = jobqueue_cluster(cfg)
     try:
-        script = cluster.job_script()
+        return cluster.job_script()
     finally:
         cluster.close()
+
+
+def test_batch_job_script_starts_with_the_export():
+    script = _job_script(ExecutionConfig(kind="slurm", n_workers=1, dashboard_address=None))
     for line in BATCH_MALLOC_EXPORTS:
         assert script.index(line) < script.index("distributed.cli.dask_worker")
 
@@ -79,17 +82,12 @@ def test_batch_job_script_starts_with_the_export():
 )
 def test_job_scripts_ask_for_every_core_a_worker_uses(kind, lines):
     from eelt.config import ExecutionConfig
-    from eelt.execution import jobqueue_cluster
 
     cfg = ExecutionConfig(
         kind=kind, threads_per_worker=2, threads_per_job=4, memory_per_worker="8GiB",
         account="chem",
     )  # fmt: skip
-    cluster = jobqueue_cluster(cfg)
-    try:
-        script = cluster.job_script()
-    finally:
-        cluster.close()
+    script = _job_script(cfg)
     for line in lines:
         assert line in script.splitlines(), script
     assert "--nthreads 2" in script  # two tasks at a time, each DFT job on 4 threads
@@ -173,12 +171,7 @@ def test_gpu_jobs_go_only_to_workers_with_gpu_slots(tmp_path):
 )
 def test_gpu_workers_ask_their_scheduler_for_gpus(kind, line):
     from eelt.config import ExecutionConfig
-    from eelt.execution import jobqueue_cluster
 
-    cluster = jobqueue_cluster(ExecutionConfig(kind=kind, gpus_per_worker=2, jobs_per_gpu=4))
-    try:
-        script = cluster.job_script()
-    finally:
-        cluster.close()
+    script = _job_script(ExecutionConfig(kind=kind, gpus_per_worker=2, jobs_per_gpu=4))
     assert line in script.splitlines(), script
     assert "--resources GPU=8" in script  # 2 GPUs x 4 jobs each

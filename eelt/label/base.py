@@ -44,3 +44,25 @@ def one_line(text: str, limit: int = 400) -> str:
     """Collapse a (possibly multi-line) message to one line of at most ``limit`` characters."""
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def label_with(calculator, atoms: Atoms, name: str) -> Atoms:
+    """A copy of ``atoms`` labeled by an ASE ``calculator``: energy (eV), forces (eV/A) and, for
+    fully periodic cells, stress (eV/A^3); non-finite values are a LabelError naming ``name``.
+    The calculator's own exceptions pass through."""
+    import numpy as np
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from eelt import keys
+
+    work = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    work.calc = calculator
+    results = {keys.ENERGY: work.get_potential_energy(), keys.FORCES: work.get_forces()}
+    if atoms.pbc.all():
+        results[keys.STRESS] = work.get_stress(voigt=True)
+    for key, value in results.items():
+        if not np.all(np.isfinite(value)):
+            raise LabelError(f"{name} returned a non-finite {key}")
+    out = atoms.copy()
+    out.calc = SinglePointCalculator(out, **results)
+    return out

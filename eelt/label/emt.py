@@ -5,13 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
 from ase import Atoms
 from ase.calculators.emt import EMT, parameters
-from ase.calculators.singlepoint import SinglePointCalculator
 
-from eelt import keys
-from eelt.label.base import LabelError
+from eelt.label.base import LabelError, label_with
 
 
 @dataclass(frozen=True)
@@ -29,14 +26,4 @@ class EMTLabeler:
             raise LabelError(
                 f"EMT has no parameters for {', '.join(unknown)}; it knows {', '.join(parameters)}"
             )
-        work = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-        work.calc = EMT()
-        results = {keys.ENERGY: work.get_potential_energy(), keys.FORCES: work.get_forces()}
-        if atoms.pbc.all():
-            results[keys.STRESS] = work.get_stress(voigt=True)
-        for key, value in results.items():
-            if not np.all(np.isfinite(value)):
-                raise LabelError(f"EMT returned a non-finite {key}")
-        out = atoms.copy()
-        out.calc = SinglePointCalculator(out, **results)
-        return out
+        return label_with(EMT(), atoms, "EMT")

@@ -6,12 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
 from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
 
-from eelt import keys
-from eelt.label.base import LabelError, one_line
+from eelt.label.base import LabelError, label_with, one_line
 
 METHODS = ("GFN2-xTB", "GFN1-xTB", "IPEA1-xTB")
 
@@ -64,19 +61,11 @@ class XTBLabeler:
     def __call__(self, atoms: Atoms) -> Atoms:
         if atoms.pbc.any() and not atoms.pbc.all():
             raise LabelError("xtb labeler: a cell must be periodic in all three directions or none")
-        work = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-        work.calc = self.calculator()
         try:
-            results = {keys.ENERGY: work.get_potential_energy(), keys.FORCES: work.get_forces()}
-            if atoms.pbc.all():
-                results[keys.STRESS] = work.get_stress(voigt=True)
+            return label_with(self.calculator(), atoms, self.method)
+        except LabelError:
+            raise
         except Exception as err:  # tblite raises its own errors for SCC failures and bad input
             text = one_line(err)
             kind = "scf_not_converged" if "converge" in text.lower() else "error"
             raise LabelError(f"{self.method} failed: {text}", kind=kind) from None
-        for key, value in results.items():
-            if not np.all(np.isfinite(value)):
-                raise LabelError(f"{self.method} returned a non-finite {key}")
-        out = atoms.copy()
-        out.calc = SinglePointCalculator(out, **results)
-        return out
