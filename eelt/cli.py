@@ -52,8 +52,11 @@ def _guard(fn, *args, **kwargs):
     """Run ``fn``; user errors become one line on stderr and exit code 2."""
     try:
         return fn(*args, **kwargs)
-    except EeltError as e:
-        _fail(str(e).replace("\n", "; "))
+    except EeltError as e:  # one line per problem
+        lines = str(e).splitlines() or [str(e)]
+        for line in lines[:-1]:
+            err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        _fail(lines[-1])
     except KeyboardInterrupt:
         _fail("interrupted; run the same command again to resume", code=130)
 
@@ -82,12 +85,26 @@ def cluster_script(config: Annotated[Path, typer.Argument(help="run config (YAML
 
 
 @app.command()
-def validate(config: Annotated[Path, typer.Argument(help="run config (YAML)")]) -> None:
-    """Check a config and print it with every default filled in."""
-    from eelt.config import load_config
+def validate(
+    config: Annotated[Path, typer.Argument(help="run config (YAML)")],
+    run_dir: Annotated[Path | None, typer.Option(help="run directory (default: runs/NAME)")] = None,
+) -> None:
+    """Check a config as `eelt run` would before starting anything (structures, elements,
+    functional and basis, biases, initial data, whether the run directory may be resumed),
+    and print it with every default filled in; one line per problem (exit 2)."""
+    from eelt.config import ConfigError, load_config
+    from eelt.preflight import preflight
 
-    cfg, _ = _guard(load_config, config)
-    out.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), highlight=False)
+    try:
+        cfg, base_dir = load_config(config)
+        inputs = preflight(cfg, base_dir, run_dir or Path("runs") / cfg.name)
+    except (ConfigError, EeltError) as e:
+        for line in str(e).splitlines():
+            err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    out.print(
+        yaml.safe_dump(inputs.config.model_dump(mode="json"), sort_keys=False), highlight=False
+    )
 
 
 @app.command()
@@ -106,6 +123,9 @@ def run(
     root = run_dir or Path("runs") / cfg.name
     if fresh and (root / "eelt.yaml").exists():
         _fail(f"{root} already holds a run; drop --fresh to resume it or choose another --run-dir")
+    from eelt.preflight import preflight
+
+    _guard(preflight, cfg, base_dir, root)  # before any server or cluster starts
     if plain:
         state = _guard(_run_plain, cfg, base_dir, root)
     else:

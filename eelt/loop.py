@@ -28,7 +28,7 @@ from eelt.errors import EeltError
 from eelt.examine.stage import TEST_FRAMES_FILE, Examination
 from eelt.explore.stage import Exploration
 from eelt.progress import Progress, Slot
-from eelt.rundir import RunDir, read_structures, resolve_type_map
+from eelt.rundir import RunDir
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -51,60 +51,15 @@ class DirectRunner:
 
 
 def prepare_run(config: RunConfig, base_dir: Path, root: Path) -> RunDir:
-    """Create the run directory, or check that ``config`` may resume the one there."""
-    from eelt.initdata import read_labeled_data
+    """Create the run directory, or check that ``config`` may resume the one there (every
+    check of :func:`eelt.preflight.preflight` first: nothing is written when one fails)."""
+    from eelt.preflight import preflight
 
     run = RunDir(root)
-    starts = read_structures(config.system, base_dir)
-    stage_starts = {
-        k: read_structures(config.system, base_dir, stage.starts, f"explore.stages.{k}.starts")
-        for k, stage in enumerate(config.explore.stages)
-        if isinstance(stage.starts, list)
-    }
-    config = config.model_copy(
-        update={
-            "system": config.system.model_copy(
-                update={"type_map": resolve_type_map(config, starts)}
-            )
-        }
-    )
-    if config.label.store:  # frozen as an absolute path, so it means the same on resume
-        store = (base_dir / config.label.store).resolve()
-        config = config.model_copy(
-            update={"label": config.label.model_copy(update={"store": str(store)})}
-        )
-    type_map = config.system.type_map
-    for k, frames in stage_starts.items():
-        unknown = sorted({s for a in frames for s in a.get_chemical_symbols()} - set(type_map))
-        if unknown:
-            raise EeltError(f"explore.stages.{k}.starts: elements {unknown} not in {type_map}")
-    for k, stage in enumerate(config.explore.stages):
-        if stage.ensemble != "npt":
-            continue
-        for atoms in stage_starts.get(k, starts):
-            if not atoms.pbc.all() or atoms.cell.volume <= 0:
-                raise EeltError(
-                    f"explore.stages.{k}: ensemble 'npt' needs structures periodic in all three "
-                    f"directions; {atoms.get_chemical_formula()} is not"
-                )
-    for k, stage in enumerate(config.explore.stages):
-        n_atoms = min(len(a) for a in stage_starts.get(k, starts))
-        for b, bias in enumerate(stage.biases):
-            for c, cv in enumerate(getattr(bias, "cvs", [])):
-                used = [*(cv.atoms or []), *(cv.group_a or []), *(cv.group_b or [])]
-                if used and max(used) >= n_atoms:
-                    raise EeltError(
-                        f"explore.stages.{k}.biases.{b}.cvs.{c}: atom index {max(used)} is out "
-                        f"of range for a structure of {n_atoms} atoms (indices start at 0)"
-                    )
-    if any(b.kind == "plumed" for stage in config.explore.stages for b in stage.biases):
-        from eelt.explore.plumed import plumed_kernel_error
-
-        if (why := plumed_kernel_error()) is not None:
-            raise EeltError(f"explore: a stage has a plumed bias, but {why}")
-    user_data = read_labeled_data(config.init.data, base_dir, type_map)
+    inputs = preflight(config, base_dir, root)
+    config, starts = inputs.config, inputs.starts
+    user_data, stage_starts = inputs.user_data, inputs.stage_starts
     if run.exists():
-        run.check_compatible(config, starts, user_data, stage_starts)
         run.update_resumable(config)
         log.info("resuming run in %s", root)
     else:
