@@ -61,6 +61,32 @@ def _guard(fn, *args, **kwargs):
         _fail("interrupted; run the same command again to resume", code=130)
 
 
+@app.command()
+def server(
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1 (0: a free one)")] = 4200,
+) -> None:
+    """Start a local Prefect server (UI and API on 127.0.0.1, SQLite under the user's data
+    directory, analytics off); `eelt run` finds it by itself. Ctrl-C stops it."""
+    import subprocess
+    import sys
+
+    from eelt.server import free_port, record_server, server_environment
+
+    port = port or free_port()
+    env = {**os.environ, **server_environment(port)}
+    Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+           "--port", str(port)]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env)
+    record_server(port, proc.pid)
+    out.print(f"eelt server: UI http://127.0.0.1:{port}, API http://127.0.0.1:{port}/api")
+    try:
+        raise typer.Exit(proc.wait())
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait()
+
+
 cluster_app = typer.Typer(help="batch-scheduler clusters (execution.kind slurm|pbs|sge|lsf)")
 app.add_typer(cluster_app, name="cluster")
 
@@ -131,6 +157,12 @@ def run(
     else:
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "eelt")
+        if not os.environ.get("PREFECT_API_URL"):
+            from eelt.server import running_server
+
+            if (api_url := running_server()) is not None:  # an `eelt server`: runs go there
+                os.environ["PREFECT_API_URL"] = api_url
+                logging.getLogger("eelt").info("flow runs go to the eelt server at %s", api_url)
         # the ephemeral server needs longer than Prefect's default on a busy 2-core machine
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
         from flows import eelt_run
