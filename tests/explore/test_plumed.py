@@ -9,10 +9,30 @@ from eelt.explore.plumed import plumed_kernel_error
 WHY = plumed_kernel_error()
 
 
-def test_without_a_kernel_the_reason_is_named():
-    if WHY is None:
-        pytest.skip("a PLUMED kernel is installed here")
-    assert "plumed" in WHY.lower() or "PLUMED" in WHY
+def test_without_the_wrapper_the_reason_is_named(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "plumed", None)  # as if `pip install plumed` never ran
+    assert (
+        plumed_kernel_error() == "the plumed Python package is not installed (pip install plumed)"
+    )
+
+
+def test_a_plumed_stage_without_a_kernel_is_a_user_error_before_the_run(tmp_path, monkeypatch):
+    from eelt.errors import EeltError
+    from eelt.explore import plumed
+    from eelt.preflight import preflight
+    from tests.loop_config import cu_start, tiny_config
+
+    monkeypatch.setattr(plumed, "plumed_kernel_error", lambda: "no PLUMED kernel (test)")
+    stage = {
+        "temperatures_K": [300],
+        "biases": [{"kind": "plumed", "script": "d: DISTANCE ATOMS=1,2"}],
+    }
+    cfg = tiny_config(cu_start(tmp_path), explore={"stages": [stage]})
+    with pytest.raises(EeltError, match="a stage has a plumed bias, but no PLUMED kernel"):
+        preflight(cfg, tmp_path, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.skipif(WHY is not None, reason=f"PLUMED cannot run here: {WHY}")
