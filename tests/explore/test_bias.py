@@ -212,14 +212,7 @@ def _double_well_md(calc: Calculator, n_steps: int, seed: int) -> np.ndarray:
     """x (Angstrom) after every step of Langevin MD from the right well; calls after_step."""
     atoms = Atoms("H", positions=[[WELL_A, 0.0, 0.0]])
     atoms.calc = calc
-    dyn = Langevin(
-        atoms,
-        timestep=4.0 * units.fs,
-        temperature_K=T_K,
-        friction=0.05 / units.fs,
-        fixcm=False,
-        rng=np.random.default_rng(seed),
-    )
+    dyn = _langevin(atoms, timestep_fs=4.0, friction_per_fs=0.05, seed=seed)
     if isinstance(calc, BiasedCalculator):
         dyn.attach(lambda: calc.after_step(dyn.get_time() / units.fs), interval=1)
     xs = []
@@ -326,14 +319,7 @@ def _mean_max_devi_f(strength: float, seed: int, n_steps: int = 200) -> float:
     base = _sigma_committee()
     calc = BiasedCalculator(base, [UncertaintyBias(strength)]) if strength else base
     atoms.calc = calc
-    dyn = Langevin(
-        atoms,
-        timestep=2.0 * units.fs,
-        temperature_K=T_K,
-        friction=0.02 / units.fs,
-        fixcm=False,
-        rng=np.random.default_rng(seed),
-    )
+    dyn = _langevin(atoms, timestep_fs=2.0, seed=seed)
     devi = []
     dyn.attach(lambda: devi.append(calc.results[keys.MAX_DEVI_F]), interval=5)
     dyn.run(n_steps)
@@ -377,15 +363,17 @@ class FirstOnlyCommittee(CommitteeCalculator):
         self.results |= {"energy": energies[0], "free_energy": energies[0], "forces": forces[0]}
 
 
-def _langevin(atoms: Atoms) -> Langevin:
-    """1 fs Langevin at T_K, friction 0.02/fs, seeded."""
+def _langevin(
+    atoms: Atoms, timestep_fs: float = 1.0, friction_per_fs: float = 0.02, seed: int = 0
+) -> Langevin:
+    """Langevin at T_K, seeded."""
     return Langevin(
         atoms,
-        timestep=1.0 * units.fs,
+        timestep=timestep_fs * units.fs,
         temperature_K=T_K,
-        friction=0.02 / units.fs,
+        friction=friction_per_fs / units.fs,
         fixcm=False,
-        rng=np.random.default_rng(0),
+        rng=np.random.default_rng(seed),
     )
 
 
