@@ -15,10 +15,19 @@ import typer
 import yaml
 from rich import box
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.table import Table
 
 from eelt.errors import EeltError
+from eelt.status_columns import (
+    ACCURACY_CAPTION,
+    ACCURACY_COLUMNS,
+    ACCURACY_TITLE,
+    EXPLORE_CAPTION,
+    EXPLORE_COLUMNS,
+    labels_line,
+    run_title,
+)
+from eelt.status_columns import fmt as _fmt
 
 app = typer.Typer(
     help="eelt: concurrent learning of interatomic potentials (explore, examine, label, train).",
@@ -26,21 +35,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-out = Console()
-err = Console(stderr=True)
 
 
-def _setup_logging(quiet: bool) -> None:
-    handler = RichHandler(console=err, show_path=False, rich_tracebacks=False)
-    logger = logging.getLogger("eelt")
-    logger.handlers[:] = [handler]
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
-    logger.propagate = False
-    # Dask's connection chatter is not the user's business
-    for name in ("distributed", "dask"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # a worker slow to exit at shutdown is killed by its nanny: nothing to warn about
-    logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
+def _wide(console: Console) -> Console:
+    """Tables in full when output is not a terminal (rich would cut them at 80 columns)."""
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 240
+    return console
+
+
+out = _wide(Console())
+err = _wide(Console(stderr=True))
+
+
+def _setup_logging(quiet: bool, verbose: bool = False) -> None:
+    from eelt.terminal import setup_logging
+
+    setup_logging(err, quiet=quiet, verbose=verbose)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -85,6 +96,41 @@ def server(
     except KeyboardInterrupt:
         proc.terminate()
         proc.wait()
+
+
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Argument(help="run config (YAML)")],
+    run_dir: Annotated[Path | None, typer.Option(help="run directory (default: runs/NAME)")] = None,
+    cron: Annotated[str | None, typer.Option(help="a schedule, e.g. '0 2 * * *'")] = None,
+    interval_s: Annotated[float | None, typer.Option(help="a schedule: every N seconds")] = None,
+) -> None:
+    """Register the run as a Prefect deployment (eelt/NAME) and execute the runs started from
+    the UI (or on a schedule) until Ctrl-C; each start runs or resumes the run directory."""
+    from eelt.config import load_config
+    from eelt.preflight import preflight
+    from eelt.server import running_server
+
+    _setup_logging(False)
+    cfg, base_dir = _guard(load_config, config)
+    root = run_dir or Path("runs") / cfg.name
+    _guard(preflight, cfg, base_dir, root)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if not os.environ.get("PREFECT_API_URL"):
+        if (api_url := running_server()) is None:
+            _fail(
+                "eelt serve needs a Prefect server: start `eelt server` first (or set PREFECT_API_URL)"
+            )
+        os.environ["PREFECT_API_URL"] = api_url
+    from flows.serve import serve as serve_deployment
+
+    out.print(
+        f"deployment eelt/{cfg.name} on {os.environ['PREFECT_API_URL']}: start it from the UI; Ctrl-C stops"
+    )
+    try:
+        serve_deployment(config, root, cfg.name, cron=cron, interval_s=interval_s)
+    except KeyboardInterrupt:
+        pass
 
 
 cluster_app = typer.Typer(help="batch-scheduler clusters (execution.kind slurm|pbs|sge|lsf)")
@@ -139,21 +185,31 @@ def run(
     run_dir: Annotated[Path | None, typer.Option(help="run directory (default: runs/NAME)")] = None,
     fresh: Annotated[bool, typer.Option(help="refuse to resume an existing run directory")] = False,
     plain: Annotated[bool, typer.Option(help="run without Prefect (no flow runs, no UI)")] = False,
-    quiet: Annotated[bool, typer.Option(help="only warnings and errors")] = False,
+    quiet: Annotated[bool, typer.Option(help="only warnings and errors; no progress")] = False,
+    verbose: Annotated[
+        bool, typer.Option(help="Prefect's and Dask's own log lines on the console too")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="the final state as JSON on stdout")
+    ] = False,
 ) -> None:
-    """Run the EELT loop, or resume it where it stopped."""
+    """Run the EELT loop, or resume it where it stopped (exit 0 finished, 2 user error)."""
     from eelt.config import load_config
 
-    _setup_logging(quiet)
+    _setup_logging(quiet, verbose)
     cfg, base_dir = _guard(load_config, config)
     root = run_dir or Path("runs") / cfg.name
     if fresh and (root / "eelt.yaml").exists():
         _fail(f"{root} already holds a run; drop --fresh to resume it or choose another --run-dir")
     from eelt.preflight import preflight
+    from eelt.terminal import console_tracker
+    from eelt.tracking import tracking
 
     _guard(preflight, cfg, base_dir, root)  # before any server or cluster starts
+    trackers = () if quiet else (console_tracker(err),)
     if plain:
-        state = _guard(_run_plain, cfg, base_dir, root)
+        with tracking(*trackers):
+            state = _guard(_run_plain, cfg, base_dir, root)
     else:
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "eelt")
@@ -167,9 +223,22 @@ def run(
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
         from flows import eelt_run
 
+        if not verbose:
+            from eelt.terminal import quiet_prefect_console
+
+            quiet_prefect_console()
         flow = eelt_run.with_options(flow_run_name=cfg.name)
-        state = _guard(flow, str(config), str(root))
-    _print_status(state)
+        with tracking(*trackers):
+            state = _guard(flow, str(config), str(root))
+    if as_json:
+        print(json.dumps(state, indent=2))
+    elif quiet:
+        detail = state.get("status_detail")
+        out.print(
+            f"eelt run {state['name']}: {state['status']}" + (f" ({detail})" if detail else "")
+        )
+    else:
+        _print_status(state)
 
 
 def _run_plain(cfg, base_dir: Path, root: Path) -> dict:
@@ -179,37 +248,6 @@ def _run_plain(cfg, base_dir: Path, root: Path) -> dict:
     run = prepare_run(cfg, base_dir, root)
     with open_executor(cfg.execution, root / "logs") as executor:
         return run_loop(Loop(run, executor))
-
-
-def _fmt(value, spec: str = ".1f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-EXPLORE_COLUMNS = (
-    ("iter", "iteration", "d"),
-    ("stage", "stage", "d"),
-    ("frames", "n_explored", "d"),
-    ("lo", "trust_lo_eV_per_A", ".3g"),
-    ("hi", "trust_hi_eV_per_A", ".3g"),
-    ("accur.", "accurate_ratio", ".3f"),
-    ("cand.", "candidate_ratio", ".3f"),
-    ("failed", "failed_ratio", ".3f"),
-    ("cands", "n_labeled", "d"),
-    ("test", "n_test_labeled", "d"),
-    ("labels", "labels_total", "d"),
-    ("restarts", "n_walker_restarts", "d"),
-)
-ACCURACY_COLUMNS = (
-    ("iter", "iteration", "d"),
-    ("expl. F", "explorer_test_force_rmse_meV_per_A", ".1f"),
-    ("expl. E", "explorer_test_energy_rmse_meV_per_atom", ".2f"),
-    ("new F", "test_force_rmse_meV_per_A", ".1f"),
-    ("new E", "test_energy_rmse_meV_per_atom", ".2f"),
-    ("tests", "n_test_frames_total", "d"),
-    ("val F", "val_force_rmse_meV_per_A", ".1f"),
-    ("Spearman", "calibration_spearman", ".2f"),
-    ("cross", "calibration_crossing_eV_per_A", ".3g"),
-)
 
 
 def _table(title: str, columns, rows: list[dict], caption: str) -> Table:
@@ -230,50 +268,10 @@ def _table(title: str, columns, rows: list[dict], caption: str) -> Table:
 
 
 def _print_status(state: dict) -> None:
-    detail = state.get("status_detail")
-    title = f"eelt run {state['name']}: {state['status']}" + (f" ({detail})" if detail else "")
     rows = state["iterations"]
-    out.print(
-        _table(
-            title,
-            EXPLORE_COLUMNS,
-            rows,
-            "frames: explored; lo/hi: trust levels (eV/A); accur./cand./failed: shares of the "
-            "frames; cands: candidates labeled; test: held-out frames; labels: cumulative, initial "
-            "ones included; restarts: walkers started again from a good frame after a guard",
-        )
-    )
-    out.print(
-        _table(
-            "true error against DFT (held-out frames) and calibration",
-            ACCURACY_COLUMNS,
-            rows,
-            "F: force RMSE (meV/A), E: energy RMSE (meV/atom). explorer: the ensemble that "
-            "explored (expl.), on that iteration's held-out frames; new: the ensemble trained in it, on "
-            "all held-out frames so far (tests); val: its members' validation frames. Spearman: "
-            "rank correlation of max force deviation and true max atomic force error on the "
-            "labeled frames; cross: the deviation (eV/A) where the fitted true error reaches "
-            "examine.target_force_error_eV_per_A",
-        )
-    )
-    out.print(
-        f"labels: {state.get('n_labels', state['n_init_labeled'])} "
-        f"({state['n_init_labeled']} initial, {state.get('n_train_labels', 0)} for training, "
-        f"{state.get('n_test_labels', 0)} held-out test frames"
-        + (
-            f"; besides {state['n_user_frames']} of the user's own"
-            if state.get("n_user_frames")
-            else ""
-        )
-        + f"), DFT {state.get('dft_core_hours', 0.0):.2f} core-hours; "
-        + (
-            f"{state['explored_labeled_fraction']:.1%} of {state['n_explored']} explored frames "
-            "labeled; "
-            if state.get("explored_labeled_fraction") is not None
-            else ""
-        )
-        + f"latest models: {state['models_dir']}"
-    )
+    out.print(_table(run_title(state), EXPLORE_COLUMNS, rows, EXPLORE_CAPTION))
+    out.print(_table(ACCURACY_TITLE, ACCURACY_COLUMNS, rows, ACCURACY_CAPTION))
+    out.print(labels_line(state))
 
 
 @app.command()
@@ -403,6 +401,75 @@ def baseline(
     for note in report["notes"]:
         out.print(f"note: {note}")
     out.print(f"report: {run_dir / 'baseline' / 'report.md'}; plot: force_rmse.png beside it")
+
+
+@app.command("export")
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(help="run directory")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="extxyz | deepmd (DeePMD's npy, one system per formula)")
+    ],
+    out_dir: Annotated[Path, typer.Option("--out", help="directory to write the sets into")],
+    test: Annotated[
+        bool, typer.Option("--test/--no-test", help="the held-out test frames too")
+    ] = True,
+) -> None:
+    """Export a run's labeled frames (training set, held-out test set) as extxyz or DeePMD npy."""
+    from eelt.dataset_export import export_run
+
+    for written in _guard(export_run, run_dir, fmt, out_dir, test):
+        if written.n_frames:
+            out.print(
+                f"{written.name}: {written.n_frames} frames, {written.n_systems} "
+                f"system{'s' if written.n_systems != 1 else ''} -> {written.path}",
+                highlight=False,
+                markup=False,
+            )
+        for note in written.notes:
+            out.print(f"{written.name}: {note}", highlight=False, markup=False)
+
+
+@app.command("report")
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="run directory")],
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="HTML file (default: RUN_DIR/report.html)")
+    ] = None,
+) -> None:
+    """One self-contained HTML file of a run: its tables, learning curve and plots, embedded."""
+    from eelt.report import write_report
+
+    written = _guard(write_report, run_dir, out_file)
+    out.print(
+        f"report: {written.path} ({len(written.images)} plots, {written.n_bytes / 1e6:.1f} MB)",
+        highlight=False,
+        markup=False,
+    )
+
+
+@app.command("init")
+def init_command(
+    structure: Annotated[Path, typer.Argument(help="structure file (any ase.io format)")],
+    out_file: Annotated[
+        Path, typer.Option("--out", help="config file to write (never overwritten)")
+    ] = Path("eelt.yaml"),
+    name: Annotated[
+        str | None, typer.Option(help="run name (default: the structure file's name)")
+    ] = None,
+    labeler: Annotated[
+        str | None,
+        typer.Option(help="pyscf (default for molecules) | xtb (default for cells) | emt"),
+    ] = None,
+) -> None:
+    """Write a commented first config for a structure, sized for a laptop."""
+    from eelt.init_config import write_init_config
+
+    path, chosen = _guard(write_init_config, structure, out_file, name, labeler)
+    out.print(
+        f"wrote {path} (labeler {chosen}); check it with `eelt validate {path}`",
+        highlight=False,
+        markup=False,
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -22,7 +22,7 @@ import ase.io
 import numpy as np
 from ase import Atoms
 
-from eelt import atomic
+from eelt import atomic, tracking
 from eelt.config import RunConfig
 from eelt.errors import EeltError
 from eelt.examine.stage import TEST_FRAMES_FILE, Examination
@@ -41,6 +41,9 @@ class StageRunner(Protocol):
 
     def stage(self, name: str, body: Callable[[], T]) -> T: ...
 
+    def state_written(self, state: dict[str, Any]) -> None:
+        """The run's state after an iteration (or at the start and end), as in state.json."""
+
 
 class DirectRunner:
     def iteration(self, index: int, body: Callable[[], T]) -> T:
@@ -48,6 +51,9 @@ class DirectRunner:
 
     def stage(self, name: str, body: Callable[[], T]) -> T:
         return body()
+
+    def state_written(self, state: dict[str, Any]) -> None:
+        pass
 
 
 def prepare_run(config: RunConfig, base_dir: Path, root: Path) -> RunDir:
@@ -123,7 +129,18 @@ class Loop(Exploration, Examination, Progress):
             from eelt.execution import gpu_executor
 
             executor = gpu_executor(executor)  # DFT on the GPU workers only
-        report = label_frames(jobs, labeler, executor, self.run.labels_dir)
+        where = out_dir.relative_to(self.run.root).parts[0]  # init or iter-NNN
+        key, what = f"{where}-label", f"{where}: label {len(jobs)} frames"
+        with tracking.task(key, what, len(jobs)) as progress:
+            report = label_frames(
+                jobs,
+                labeler,
+                executor,
+                self.run.labels_dir,
+                lambda done, total: progress.update(
+                    done + len(jobs) - total
+                ),  # duplicates count done
+            )
         failed_index = {f["index"] for f in report.failed}
         done = [i for i in range(len(jobs)) if i not in failed_index]
         train = [a for i, a in zip(done, report.labeled, strict=True) if i < len(frames)]
@@ -206,18 +223,22 @@ class Loop(Exploration, Examination, Progress):
         )
         t0 = time.perf_counter()
         files = [str(f) for f in data_files]
-        try:
-            results = train_ensemble(
-                files, out_dir, cfg, self.type_map, self.executor, init_dir=init_dir, warm=warm
-            )
-        except TrainingDiverged as err:
-            if not warm:
-                raise EeltError(
-                    f"training diverged: {err}; lower train.start_lr or check the data"
-                ) from None
-            # finished members are kept; the diverged ones start again from scratch
-            log.warning("warm start diverged (%s); training those members from scratch", err)
-            results = train_ensemble(files, out_dir, cfg, self.type_map, self.executor)
+        where = out_dir.relative_to(self.run.root).parts[0]  # init or iter-NNN
+        what = f"{where}: train {cfg.ensemble_size} members on {n_old + n_new} frames"
+        with tracking.task(f"{where}-train", what, cfg.ensemble_size) as progress:
+            try:
+                results = train_ensemble(
+                    files, out_dir, cfg, self.type_map, self.executor, init_dir=init_dir, warm=warm
+                )
+            except TrainingDiverged as err:
+                if not warm:
+                    raise EeltError(
+                        f"training diverged: {err}; lower train.start_lr or check the data"
+                    ) from None
+                # finished members are kept; the diverged ones start again from scratch
+                log.warning("warm start diverged (%s); training those members from scratch", err)
+                results = train_ensemble(files, out_dir, cfg, self.type_map, self.executor)
+            progress.update(len(results))
         members = [r.to_dict() for r in results]
         summary = {
             "models_dir": str(out_dir.relative_to(self.run.root)),
@@ -349,9 +370,11 @@ def run_loop(loop: Loop, runner: StageRunner | None = None) -> dict[str, Any]:
     loop.run.write_state(loop.state())
     while (slot := loop.next_slot()) is not None:
         runner.iteration(slot.iteration, lambda s=slot: loop.iterate(s, runner))
-        loop.run.write_state(loop.state())
+        loop.run.write_state(state := loop.state())
+        runner.state_written(state)
     state = loop.state()
     loop.run.write_state(state)
+    runner.state_written(state)
     log.info(
         "run %s: %s (%s); models in %s",
         state["name"],

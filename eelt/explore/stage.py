@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from eelt import atomic, keys
+from eelt import atomic, keys, tracking
 from eelt.errors import EeltError
 from eelt.progress import Slot
 
@@ -81,7 +81,6 @@ class Exploration:
         out = self.run.stage_dir(slot.iteration, "explore")
         if (done := self._done(out)) is not None:
             return done
-        from eelt.explore import WalkerSummary
         from eelt.explore.job import finished_walker, walker_job
 
         explore = self.config.explore
@@ -146,18 +145,24 @@ class Exploration:
         if earlier:
             log.info("explore: %d walkers finished earlier, not run again", len(earlier))
         walkers, failed = [], []
-        for future in [*earlier, *as_completed(jobs)]:
-            if not isinstance(future, WalkerSummary):
+        n_walkers = len(earlier) + len(jobs)
+        with tracking.task(
+            f"iter-{slot.iteration:03d}-explore",
+            f"iter-{slot.iteration:03d}: explore, {n_walkers} walkers",
+            n_walkers,
+        ) as progress:
+            summaries = list(earlier)
+            progress.update(len(summaries))
+            for future in as_completed(jobs):
                 try:
-                    summary = future.result()
+                    summaries.append(future.result())
                 except Exception as err:  # a dead worker or a crashed walker: record, go on
                     failed.append(
                         {"walker": jobs[future], "reason": f"{type(err).__name__}: {err}"}
                     )
                     log.warning("walker %s failed: %s", jobs[future], failed[-1]["reason"])
-                    continue
-            else:
-                summary = future
+                progress.advance()
+        for summary in summaries:
             record = summary.to_dict()
             for k in ("trajectory", "plot"):
                 if record[k]:

@@ -34,9 +34,17 @@ def test_flow_runs_the_loop_and_publishes_artifacts(tmp_path, prefect_harness):
     assert by_name["cu-test"].state.is_completed()
     assert by_name["cu-test-iteration-000"].state.is_completed()
     keys = {a.key for a in artifacts}
-    assert {"cu-test-iteration-000", "cu-test-history"} <= keys
+    assert {"cu-test-iteration-000", "cu-test-iteration-000-plots", "cu-test-history"} <= keys
+    # progress of the walkers, the labels and the training, each at 100% at the end
+    for stage in ("init-label", "init-train", "iter-000-explore", "iter-000-label"):
+        assert f"cu-test-{stage}" in keys, keys
+    progress = [a for a in artifacts if a.type == "progress"]
+    assert progress and all(float(a.data) == 100.0 for a in progress), [a.data for a in progress]
     by_key = {a.key: a for a in artifacts}
     table = str(by_key["cu-test-iteration-000"].data)
     assert "explorer test force RMSE" in table and "new ensemble test force RMSE" in table
     history = str(by_key["cu-test-history"].data)
     assert "new test F RMSE" in history and "held-out test frames" in history
+    assert "](data:image/png;base64," in history  # the learning curve, embedded
+    plots = str(by_key["cu-test-iteration-000-plots"].data)
+    assert plots.count("](data:image/png;base64,") == 3, plots[:500]  # deviation, calibration, curves

@@ -1,0 +1,84 @@
+"""What a run's status shows, in one place for ``eelt status`` (a terminal table) and ``eelt
+report`` (HTML): the per-iteration columns of state.json, their captions, and the labels line.
+
+A column is (header, key in ``state["iterations"][i]``, format spec).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+EXPLORE_TITLE = "eelt run {name}: {status}"
+EXPLORE_COLUMNS = (
+    ("iter", "iteration", "d"),
+    ("stage", "stage", "d"),
+    ("frames", "n_explored", "d"),
+    ("lo", "trust_lo_eV_per_A", ".3g"),
+    ("hi", "trust_hi_eV_per_A", ".3g"),
+    ("accur.", "accurate_ratio", ".3f"),
+    ("cand.", "candidate_ratio", ".3f"),
+    ("failed", "failed_ratio", ".3f"),
+    ("cands", "n_labeled", "d"),
+    ("test", "n_test_labeled", "d"),
+    ("labels", "labels_total", "d"),
+    ("restarts", "n_walker_restarts", "d"),
+)
+EXPLORE_CAPTION = (
+    "frames: explored; lo/hi: trust levels (eV/A); accur./cand./failed: shares of the "
+    "frames; cands: candidates labeled; test: held-out frames; labels: cumulative, initial "
+    "ones included; restarts: walkers started again from a good frame after a guard"
+)
+ACCURACY_TITLE = "true error against DFT (held-out frames) and calibration"
+ACCURACY_COLUMNS = (
+    ("iter", "iteration", "d"),
+    ("expl. F", "explorer_test_force_rmse_meV_per_A", ".1f"),
+    ("expl. E", "explorer_test_energy_rmse_meV_per_atom", ".2f"),
+    ("new F", "test_force_rmse_meV_per_A", ".1f"),
+    ("new E", "test_energy_rmse_meV_per_atom", ".2f"),
+    ("tests", "n_test_frames_total", "d"),
+    ("val F", "val_force_rmse_meV_per_A", ".1f"),
+    ("Spearman", "calibration_spearman", ".2f"),
+    ("cross", "calibration_crossing_eV_per_A", ".3g"),
+)
+ACCURACY_CAPTION = (
+    "F: force RMSE (meV/A), E: energy RMSE (meV/atom). explorer: the ensemble that "
+    "explored (expl.), on that iteration's held-out frames; new: the ensemble trained in it, on "
+    "all held-out frames so far (tests); val: its members' validation frames. Spearman: "
+    "rank correlation of max force deviation and true max atomic force error on the "
+    "labeled frames; cross: the deviation (eV/A) where the fitted true error reaches "
+    "examine.target_force_error_eV_per_A"
+)
+
+
+def fmt(value: Any, spec: str = ".1f") -> str:
+    """A table cell: ``-`` for a missing value."""
+    return "-" if value is None else format(value, spec)
+
+
+def run_title(state: dict[str, Any]) -> str:
+    """``eelt run NAME: STATUS (detail)``."""
+    detail = state.get("status_detail")
+    return EXPLORE_TITLE.format(**state) + (f" ({detail})" if detail else "")
+
+
+def labels_line(state: dict[str, Any]) -> str:
+    """Labels (initial, training, test, the user's), DFT core-hours, share of explored frames
+    labeled, and where the latest models are."""
+    return (
+        f"labels: {state.get('n_labels', state['n_init_labeled'])} "
+        f"({state['n_init_labeled']} initial, {state.get('n_train_labels', 0)} for training, "
+        f"{state.get('n_test_labels', 0)} held-out test frames"
+        + (
+            f"; besides {state['n_user_frames']} of the user's own"
+            if state.get("n_user_frames")
+            else ""
+        )
+        + f"), DFT {state.get('dft_core_hours', 0.0):.2f} core-hours; "
+        + (
+            f"{state['explored_labeled_fraction']:.1%} of {state['n_explored']} explored frames "
+            "labeled; "
+            if state.get("explored_labeled_fraction") is not None
+            else ""
+        )
+        + f"latest models: {state['models_dir']}"
+    )
