@@ -63,14 +63,14 @@ def finished_run(tmp_path_factory):
         assert run.returncode == 0, run.stderr[-3000:]
         # only eelt's own lines on the console: no Prefect state lines, no tracebacks
         assert "Finished in state" not in run.stderr and "Traceback" not in run.stderr
-        yield ui, api, tmp
+        yield ui, api, tmp, env
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
 
 
 def test_api_lists_the_run_and_its_artifacts(finished_run):
-    _, api, _ = finished_run
+    _, api, _, _ = finished_run
     runs = {r["name"]: r for r in _post(api, "flow_runs/filter", {})}
     for name in ("cu-ui", "cu-ui-iteration-000", "cu-ui-iteration-001"):
         assert runs[name]["state_type"] == "COMPLETED", (name, runs.get(name))
@@ -95,7 +95,7 @@ def test_api_lists_the_run_and_its_artifacts(finished_run):
 
 
 def test_ui_shows_the_artifacts_of_the_flow_runs(finished_run, tmp_path):
-    ui, api, tmp = finished_run
+    ui, api, tmp, _ = finished_run
     runs = {r["name"]: r for r in _post(api, "flow_runs/filter", {})}
     artifacts = {a["key"]: a for a in _post(api, "artifacts/filter", {})}
     shots = Path(os.environ.get("EELT_UI_SCREENSHOTS", tmp_path))
@@ -139,3 +139,38 @@ def test_ui_shows_the_artifacts_of_the_flow_runs(finished_run, tmp_path):
         assert (shots / name).stat().st_size > 10_000
     if os.environ.get("EELT_UI_SCREENSHOTS"):
         shutil.copy(tmp / "eelt.yaml", shots / "eelt.yaml")
+
+
+def test_a_deployment_started_from_the_api_runs_and_resumes(finished_run):
+    """`eelt serve` registers eelt/NAME; a flow run created on the server (what the UI's Run
+    button does) is executed by it and resumes the run directory where it stopped."""
+    _, api, tmp, env = finished_run
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "eelt.cli", "serve", "eelt.yaml", "--run-dir", "run"],
+        cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        deployment = None
+        while deployment is None and time.monotonic() < deadline:
+            assert serve.poll() is None, serve.stdout.read()
+            found = [d for d in _post(api, "deployments/filter", {}) if d["name"] == "cu-ui"]
+            deployment = found[0] if found else None
+            time.sleep(1)
+        assert deployment is not None
+        assert deployment["parameters"]["run_dir"] == str((tmp / "run").resolve())
+        flow_run = _post(api, f"deployments/{deployment['id']}/create_flow_run", {})
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"{api}/flow_runs/{flow_run['id']}", timeout=20) as r:
+                state = json.loads(r.read())["state_type"]
+            if state in ("COMPLETED", "FAILED", "CRASHED"):
+                break
+            time.sleep(1)
+        assert state == "COMPLETED"
+        # the run had finished: the deployment's run resumed it and recomputed nothing
+        assert not (tmp / "run" / "iter-002").exists()
+    finally:
+        os.killpg(serve.pid, signal.SIGTERM)
+        serve.wait(timeout=60)
