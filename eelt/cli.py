@@ -24,8 +24,12 @@ from eelt.status_columns import (
     ACCURACY_TITLE,
     EXPLORE_CAPTION,
     EXPLORE_COLUMNS,
+    TIME_CAPTION,
+    TIME_COLUMNS,
+    TIME_TITLE,
     labels_line,
     run_title,
+    time_line,
 )
 from eelt.status_columns import fmt as _fmt
 
@@ -271,7 +275,10 @@ def _print_status(state: dict) -> None:
     rows = state["iterations"]
     out.print(_table(run_title(state), EXPLORE_COLUMNS, rows, EXPLORE_CAPTION))
     out.print(_table(ACCURACY_TITLE, ACCURACY_COLUMNS, rows, ACCURACY_CAPTION))
+    out.print(_table(TIME_TITLE, TIME_COLUMNS, rows, TIME_CAPTION))
     out.print(labels_line(state))
+    if line := time_line(state):
+        out.print(line)
 
 
 @app.command()

@@ -22,10 +22,10 @@ import ase.io
 import numpy as np
 from ase import Atoms
 
-from eelt import atomic, tracking
+from eelt import atomic, timing, tracking
 from eelt.config import RunConfig
 from eelt.errors import EeltError
-from eelt.examine.stage import TEST_FRAMES_FILE, Examination
+from eelt.examine.stage import CALIBRATION_FILE, TEST_FRAMES_FILE, Examination
 from eelt.explore.stage import Exploration
 from eelt.progress import Progress, Slot
 from eelt.rundir import RunDir
@@ -84,6 +84,7 @@ class Loop(Exploration, Examination, Progress):
         self.config = run.load_config()
         self.executor = executor
         self.type_map: list[str] = list(self.config.system.type_map or [])
+        self.session: timing.Session | None = None  # the run_loop call under way
 
     # --- helpers --------------------------------------------------------------------
     def _done(self, directory: Path) -> dict[str, Any] | None:
@@ -167,6 +168,7 @@ class Loop(Exploration, Examination, Progress):
             "n_computed": report.n_computed,
             "dft_core_hours": report.core_hours,
             "dft_core_hours_computed": report.core_hours_computed,
+            "busy_s": report.busy_s_computed,
             "failed": report.failed,
             "failed_by_kind": by_kind,
             "data_file": str(data_file.relative_to(self.run.root)) if train else None,
@@ -346,12 +348,40 @@ class Loop(Exploration, Examination, Progress):
             return None
         return Slot(len(records), stage, count)
 
+    @property
+    def worker_slots(self) -> int:
+        """Jobs the executor runs at once (for the idle-time accounting)."""
+        ex = self.config.execution
+        workers = (
+            ex.max_jobs if ex.kind not in ("local", "threads") and ex.max_jobs else ex.n_workers
+        )
+        return int(workers * ex.threads_per_worker)
+
+    def timed_stage(self, runner: StageRunner, where: Path, stage: str, output: Path, body):
+        """``runner.stage`` with the stage's wall time recorded (eelt.timing)."""
+        return runner.stage(
+            stage if where.name.startswith("iter-") else f"init-{stage}",
+            lambda: timing.timed(where, stage, output, self.worker_slots, body),
+        )
+
     def iterate(self, slot: Slot, runner: StageRunner) -> dict[str, Any]:
-        explored = runner.stage("explore", lambda: self.explore(slot))
-        exam = runner.stage("examine", lambda: self.examine(slot))
-        labeled = runner.stage("label", lambda: self.label(slot))
-        calibration = runner.stage("calibrate", lambda: self.calibrate(slot))
-        trained = runner.stage("train", lambda: self.train(slot))
+        it = slot.iteration
+        where = self.run.root / f"iter-{it:03d}"
+
+        def report(stage: str) -> Path:
+            return self.run.report_path(self.run.stage_dir(it, stage))
+
+        calibration_file = self.run.stage_dir(it, "examine") / CALIBRATION_FILE
+        explored = self.timed_stage(runner, where, "explore", report("explore"),
+                                    lambda: self.explore(slot))  # fmt: skip
+        exam = self.timed_stage(runner, where, "examine", report("examine"),
+                                lambda: self.examine(slot))  # fmt: skip
+        labeled = self.timed_stage(runner, where, "label", report("label"),
+                                   lambda: self.label(slot))  # fmt: skip
+        calibration = self.timed_stage(runner, where, "calibrate", calibration_file,
+                                       lambda: self.calibrate(slot))  # fmt: skip
+        trained = self.timed_stage(runner, where, "train", report("train"),
+                                   lambda: self.train(slot))  # fmt: skip
         return {
             "iteration": slot.iteration,
             "explore": {"n_frames": explored["n_frames"]},
@@ -365,14 +395,18 @@ class Loop(Exploration, Examination, Progress):
 def run_loop(loop: Loop, runner: StageRunner | None = None) -> dict[str, Any]:
     """Run (or resume) the loop to the end; return the final state."""
     runner = runner or DirectRunner()
-    runner.stage("init-label", loop.init_label)
-    runner.stage("init-train", loop.init_train)
-    loop.run.write_state(loop.state())
-    while (slot := loop.next_slot()) is not None:
-        runner.iteration(slot.iteration, lambda s=slot: loop.iterate(s, runner))
-        loop.run.write_state(state := loop.state())
-        runner.state_written(state)
-    state = loop.state()
+    init = loop.run.root / "init"
+    with timing.Session(loop.run.root) as loop.session:
+        for stage, body in (("label", loop.init_label), ("train", loop.init_train)):
+            output = loop.run.report_path(loop.run.init_dir(stage))
+            loop.timed_stage(runner, init, stage, output, body)
+        loop.run.write_state(loop.state())
+        while (slot := loop.next_slot()) is not None:
+            runner.iteration(slot.iteration, lambda s=slot: loop.iterate(s, runner))
+            loop.run.write_state(state := loop.state())
+            runner.state_written(state)
+    loop.session = None
+    state = loop.state()  # after the session: the run's wall time counts it
     loop.run.write_state(state)
     runner.state_written(state)
     log.info(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eelt.config import StageConfig
+from eelt.timing import KINDS, iteration_times, run_times
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,13 @@ class Progress:
                     "calibration_crossing_eV_per_A": calibration.get("crossing_eV_per_A"),
                 }
             )
+        times = self._times(len(records))
+        for h, t in zip(history, times[1:], strict=True):
+            h["time"] = t
+            h["wall_s"] = t["wall_s"]
+            h["busy_share"] = t["busy_share"]
+            for stage in ("explore", "examine", "label", "calibrate", "train"):
+                h[f"{stage}_wall_s"] = t["stage_wall_s"].get(stage)
         n_train = init.get("n_labeled", 0) + sum(h["n_labeled"] for h in history)
         n_test = sum(h["n_test_labeled"] for h in history)
         n_explored = sum(h["n_explored"] for h in history)
@@ -260,4 +268,22 @@ class Progress:
             else None,
             "dft_core_hours": hours_total,
             "models_dir": str(self.models_dir(len(records)).relative_to(self.run.root)),
+            "init_time": times[0],
+            "time": run_times(
+                self.run.root,
+                times,
+                self.session.elapsed_s() if getattr(self, "session", None) else 0.0,
+            ),
         }
+
+    def _times(self, n_iterations: int) -> list[dict[str, Any]]:
+        """eelt.timing's accounting of the initial stages, then of each finished iteration."""
+        parts = []
+        for it in range(-1, n_iterations):
+            stage_dir = self.run.init_dir if it < 0 else lambda s, i=it: self.run.stage_dir(i, s)
+            reports = {
+                s: self.run.read_report(stage_dir(s)) for s in KINDS if s != "explore" or it >= 0
+            }
+            where = self.run.root / ("init" if it < 0 else f"iter-{it:03d}")
+            parts.append(iteration_times(where, reports))
+        return parts

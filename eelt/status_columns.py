@@ -49,6 +49,22 @@ ACCURACY_CAPTION = (
     "examine.target_force_error_eV_per_A"
 )
 
+TIME_TITLE = "where the time went (s)"
+TIME_COLUMNS = (
+    ("iter", "iteration", "d"),
+    ("explore", "explore_wall_s", ".1f"),
+    ("examine", "examine_wall_s", ".1f"),
+    ("label", "label_wall_s", ".1f"),
+    ("calibrate", "calibrate_wall_s", ".1f"),
+    ("train", "train_wall_s", ".1f"),
+    ("wall", "wall_s", ".1f"),
+    ("busy", "busy_share", ".0%"),
+)
+TIME_CAPTION = (
+    "wall time of each stage as it ran (a stage finished before a resume keeps its first "
+    "record); busy: the share of the worker slots' time spent in jobs (walkers, DFT, training)"
+)
+
 
 def fmt(value: Any, spec: str = ".1f") -> str:
     """A table cell: ``-`` for a missing value."""
@@ -81,4 +97,19 @@ def labels_line(state: dict[str, Any]) -> str:
             else ""
         )
         + f"latest models: {state['models_dir']}"
+    )
+
+
+def time_line(state: dict[str, Any]) -> str:
+    """The run's wall time, the workers' busy time by kind of job, and the loop's wall time over
+    the wall time of its labeling."""
+    t = state.get("time")
+    if not t:
+        return ""
+    busy = ", ".join(f"{kind} {seconds:.0f} s" for kind, seconds in t["busy_s"].items())
+    share = f"{t['busy_share']:.0%}" if t.get("busy_share") is not None else "-"
+    ratio = f"{t['wall_over_label_wall']:.1f}" if t.get("wall_over_label_wall") else "-"
+    return (
+        f"time: run {t['run_wall_s']:.0f} s in {t['n_sessions']} session(s); workers busy "
+        f"{share} ({busy}; idle {t['idle_s']:.0f} s); loop wall / labeling wall {ratio}"
     )

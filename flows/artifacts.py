@@ -12,6 +12,8 @@ import base64
 from pathlib import Path
 from typing import Any
 
+from eelt.status_columns import time_line
+
 MAX_IMAGE_BYTES = 2 * 2**20  # a larger PNG is named, not embedded
 
 
@@ -32,8 +34,11 @@ def image_markdown(path: Path, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(data).decode()})"
 
 
-def iteration_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """The iteration's table: examination, labels, calibration, training."""
+def iteration_rows(
+    record: dict[str, Any], times: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The iteration's table: examination, labels, calibration, training, and the wall time of
+    each stage (``times``: eelt.timing's record of the iteration)."""
     exam = record["examine"]
     rows = [
         {"quantity": "frames explored", "value": exam["n_total"]},
@@ -78,6 +83,8 @@ def iteration_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
                 "value": round(test["force_rmse_meV_per_A"], 2),
             }
         )
+    for stage, t in (times or {}).items():
+        rows.append({"quantity": f"{stage} wall time (s)", "value": round(t["wall_s"], 1)})
     return rows
 
 
@@ -128,6 +135,8 @@ def history_markdown(state: dict[str, Any], plot: Path | None = None) -> str:
         f"initial, {state.get('n_train_labels', 0)} for training, {state.get('n_test_labels', 0)} "
         f"held-out test frames), DFT {state.get('dft_core_hours', 0.0):.2f} core-hours; "
         f"models: `{state['models_dir']}`",
+        "",
+        time_line(state),
         "",
     ]
     if plot is not None:

@@ -19,6 +19,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from eelt import timing
 from eelt.config import load_config
 from eelt.errors import EeltError
 from eelt.execution import open_executor
@@ -84,7 +85,7 @@ class PrefectRunner:
         record = body()
         key = artifact_key(self.run_name, f"iteration-{index:03d}")
         create_table_artifact(
-            iteration_rows(record),
+            iteration_rows(record, timing.read(self.root / f"iter-{index:03d}")),
             key=key,
             description=f"{self.run_name}, iteration {index}: examination, labels and training",
         )

@@ -117,9 +117,13 @@ def test_resume_redoes_only_the_deleted_stage(finished_run):
         state = run_loop(Loop(run, pool))
     after = mtimes(run.root)
     changed = {p.relative_to(run.root).as_posix() for p in after if before.get(p) != after[p]}
-    assert changed and all(c.startswith("iter-001/train/") or c == "state.json" for c in changed), (
+    # the train stage's output and its time, the state, and the run's sessions
+    expected = ("state.json", "timing.json", "iter-001/timing.json")
+    assert changed and all(c.startswith("iter-001/train/") or c in expected for c in changed), (
         changed
     )
+    timing = json.loads((run.root / "iter-001" / "timing.json").read_text())
+    assert set(timing) == {"explore", "examine", "label", "calibrate", "train"}
     assert state["status"] == "max_iterations"
     label_report = json.loads((run.root / "iter-001/label/report.json").read_text())
     assert label_report["n_computed"] > 0  # the original run computed them; resume did not touch it

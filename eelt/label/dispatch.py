@@ -67,6 +67,7 @@ class LabelReport:
     n_computed: int = 0
     core_hours: float = 0.0
     core_hours_computed: float = 0.0
+    busy_s_computed: float = 0.0  # s, the wall times of the jobs run in this call, summed
 
 
 def _threads(labeler: Labeler) -> int:
@@ -256,6 +257,7 @@ def label_frames(
                 labels[h], costs[h] = fresh
                 report.n_computed += 1
                 report.core_hours_computed += core_hours(costs[h])
+                report.busy_s_computed += float(costs[h].get(LABEL_WALL_S, 0.0))
             done += 1
             if on_progress is not None:
                 on_progress(done, total)
@@ -281,6 +283,7 @@ def label_frames(
                 del reasons[h]
                 report.n_computed += 1
                 report.core_hours_computed += core_hours(costs[h])
+                report.busy_s_computed += float(costs[h].get(LABEL_WALL_S, 0.0))
     finally:
         for future in futures:
             future.cancel()

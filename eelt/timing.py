@@ -1,0 +1,140 @@
+"""Where a run's time goes: the wall time of each stage as it ran, the time the workers spent on
+each kind of job (MD, DFT, training) and the time they sat idle, and the loop's wall time over
+the wall time of its labeling (how much a run costs beyond its DFT).
+
+Each stage that runs is recorded in its iteration's ``timing.json`` (``iter-NNN/``, ``init/``:
+started, wall seconds, worker slots, per stage); a stage skipped on resume keeps the record of
+the attempt that finished it. Busy time
+comes from the jobs' own wall times in the reports: walkers' ``wall_s``, each computed label's
+wall time (``busy_s``), each trained member's ``wall_s``. A worker slot is one job at a time
+(``execution.n_workers x threads_per_worker``); worker time = slots x stage wall, idle = worker
+time - busy. A run's wall time is the sum of its sessions (``timing.json`` in the run
+directory: each ``run_loop`` call from start to end), so an interrupted and resumed run counts
+the time it actually ran; time lost in a killed attempt of a stage is not in any stage's wall.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+from eelt import atomic
+
+T = TypeVar("T")
+TIMING_FILE = "timing.json"
+KINDS = {"explore": "md", "label": "dft", "train": "training"}  # stage -> kind of job
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def read(directory: Path) -> dict[str, Any]:
+    """{stage: {started, wall_s, worker_slots}} of an iteration (or init) directory."""
+    path = Path(directory) / TIMING_FILE
+    return atomic.read_json(path) if path.is_file() else {}
+
+
+def timed(directory: Path, stage: str, output: Path, slots: int, body: Callable[[], T]) -> T:
+    """Run a stage's ``body``; unless its ``output`` (its report) already existed (a finished
+    stage, skipped on resume), record its wall time and worker slots under ``stage`` in
+    ``directory/timing.json``."""
+    finished_before = Path(output).is_file()
+    started, t0 = _now(), time.perf_counter()
+    result = body()
+    if not finished_before:
+        record = read(directory)
+        record[stage] = {"started": started, "wall_s": time.perf_counter() - t0,
+                         "worker_slots": int(slots)}  # fmt: skip
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        atomic.write_json(Path(directory) / TIMING_FILE, record)
+    return result
+
+
+class Session:
+    """One ``run_loop`` call: appended to the run directory's ``timing.json`` when it ends (or
+    is interrupted), so a run's wall time is the sum of its sessions."""
+
+    def __init__(self, root: Path):
+        self.path = Path(root) / TIMING_FILE
+        self.started, self.t0 = _now(), time.perf_counter()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def __exit__(self, *exc) -> None:
+        record = atomic.read_json(self.path) if self.path.is_file() else {"sessions": []}
+        record["sessions"].append(
+            {"started": self.started, "wall_s": time.perf_counter() - self.t0,
+             "ended": "interrupted" if exc[0] is not None else "finished"}
+        )  # fmt: skip
+        atomic.write_json(self.path, record)
+
+
+def busy_s(stage: str, report: dict[str, Any] | None) -> float:
+    """Seconds the workers spent on a stage's jobs, from its report."""
+    if not report:
+        return 0.0
+    if stage == "explore":
+        return float(sum(w.get("wall_s") or 0.0 for w in report.get("walkers", [])))
+    if stage == "label":
+        return float(report.get("busy_s", 0.0))
+    if stage == "train":
+        if "busy_s" in report:  # one job trained every member (stacked)
+            return float(report["busy_s"])
+        return float(sum(m.get("wall_s") or 0.0 for m in report.get("members", [])))
+    return 0.0
+
+
+def iteration_times(directory: Path, reports: dict[str, dict | None]) -> dict:
+    """Wall per stage, busy per kind of job, worker and idle time of one iteration (or of the
+    initial stages, ``directory`` init/): seconds."""
+    wall: dict[str, float] = {}
+    busy = {kind: 0.0 for kind in KINDS.values()}
+    worker_s = 0.0
+    for stage, record in read(directory).items():
+        wall[stage] = record["wall_s"]
+        worker_s += record["wall_s"] * record.get("worker_slots", 1)
+        if stage in KINDS:
+            busy[KINDS[stage]] += busy_s(stage, reports.get(stage))
+    total_busy = sum(busy.values())
+    return {
+        "stage_wall_s": wall,
+        "wall_s": sum(wall.values()),
+        "busy_s": busy,
+        "worker_s": worker_s,
+        "idle_s": max(worker_s - total_busy, 0.0),
+        "busy_share": total_busy / worker_s if worker_s else None,
+    }
+
+
+def run_times(root: Path, parts: list[dict[str, Any]], running_s: float = 0.0) -> dict[str, Any]:
+    """The run's time: its sessions' wall (plus ``running_s`` of the session under way), the
+    stages' sums, and the loop's wall over the wall time of its labeling stages."""
+    record = read(root) or {"sessions": []}  # the run directory's: sessions
+    run_wall = sum(s["wall_s"] for s in record["sessions"]) + running_s
+    label_wall = sum(p["stage_wall_s"].get("label", 0.0) for p in parts)
+    busy = {kind: sum(p["busy_s"][kind] for p in parts) for kind in KINDS.values()}
+    worker_s = sum(p["worker_s"] for p in parts)
+    total_busy = sum(busy.values())
+    stage_wall: dict[str, float] = {}
+    for p in parts:
+        for stage, wall in p["stage_wall_s"].items():
+            stage_wall[stage] = stage_wall.get(stage, 0.0) + wall
+    return {
+        "run_wall_s": run_wall,
+        "n_sessions": len(record["sessions"]),
+        "stage_wall_s": stage_wall,
+        "busy_s": busy,
+        "worker_s": worker_s,
+        "idle_s": max(worker_s - total_busy, 0.0),
+        "busy_share": total_busy / worker_s if worker_s else None,
+        "label_wall_s": label_wall,
+        "wall_over_label_wall": run_wall / label_wall if label_wall else None,
+    }
