@@ -479,6 +479,29 @@ def init_command(
     )
 
 
+@app.command("export-model")
+def export_model(
+    models_dir: Annotated[Path, typer.Argument(help="directory of model-*.pt (an ensemble)")],
+    out_dir: Annotated[Path, typer.Option("--out", help="directory for the exported files")],
+) -> None:
+    """Export each member to a TorchScript file that runs with torch alone (Python or C++),
+    with its type map and cutoff, and ensemble.json beside them."""
+    paths = _guard(_export_model, models_dir, out_dir)
+    for path in paths:
+        out.print(str(path), highlight=False)
+
+
+def _export_model(models_dir: Path, out_dir: Path) -> list[Path]:
+    from eelt.model.export import export_ensemble
+
+    if not models_dir.is_dir():
+        raise EeltError(f"{models_dir}: no such directory")
+    try:
+        return export_ensemble(models_dir, out_dir)
+    except (FileNotFoundError, ValueError) as err:
+        raise EeltError(f"{models_dir}: {err}") from None
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -9,9 +9,8 @@ T_i = (1/n_norm) sum_j G(s_ij)^T R~_ij, D_i = T_i T_i<^T.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from eelt.model.neighbors import Batch
+from eelt.model.networks import residual_mlp
 
 
 def smooth_switch(r_A: torch.Tensor, rcut_smth_A: float, rcut_A: float) -> torch.Tensor:
@@ -32,9 +31,9 @@ def environment(
 
 def se_e2_a(
     r: torch.Tensor,
-    batch: Batch,
-    embedding: nn.ModuleList,
-    members: slice,
+    type_counts: list[int],
+    sel: list[int],
+    embedding: list[tuple[list[torch.Tensor], list[torch.Tensor]]],
     stats: dict[str, torch.Tensor],
     rcut_smth_A: float,
     rcut_A: float,
@@ -42,36 +41,41 @@ def se_e2_a(
 ) -> list[tuple[int, torch.Tensor]]:
     """Dense pair vectors r (K, N * sum(sel), 3) -> [(element t, descriptors (K, n_t, D))].
 
-    Centers come in ``batch.center_order``; padding slots must lie beyond rcut_A. The
-    embedding net of (t, u) is ``embedding[t * n_types + u]``, evaluated for ``members``;
-    ``stats`` holds (K, n_types) tensors s_mean, s_std, s_rms, a_std and n_norm.
+    Centers come sorted by type, ``type_counts[t]`` of type t, each with ``sel[u]`` slots
+    for neighbors of type u (see neighbors.Batch); padding slots must lie beyond rcut_A.
+    ``embedding[t * n_types + u]`` holds the (weights, biases) of the (t, u) embedding net
+    for the K members; ``stats`` holds (K, n_types) tensors s_mean, s_std, s_rms, a_std and
+    n_norm. TorchScript-able: the exported model runs this same function.
     """
-    n_members, n_atoms, n_slots = r.shape[0], batch.n_atoms, sum(batch.sel)
+    n_members, n_atoms, n_slots = r.shape[0], sum(type_counts), sum(sel)
     n_types = stats["s_mean"].shape[1]
-    width = embedding[0].weights[-1].shape[-1]
+    width = embedding[0][0][-1].shape[-1]
     s, env = environment(r, rcut_smth_A, rcut_A)
     s = s.view(n_members, n_atoms, n_slots)
     env = env.view(n_members, n_atoms, n_slots, 4)
-    out = []
+    out: list[tuple[int, torch.Tensor]] = []
     start = 0
-    for center_type, n_centers in enumerate(batch.type_counts):
+    for center_type, n_centers in enumerate(type_counts):
         if n_centers == 0:
             continue
         stop = start + n_centers
         mean = stats["s_mean"][:, center_type, None, None]
         s_std = stats["s_std"][:, center_type, None, None]
-        t = None
+        t: torch.Tensor | None = None
         first = 0
-        for neighbor_type, n_sel in enumerate(batch.sel):
+        for neighbor_type, n_sel in enumerate(sel):
             if n_sel == 0:
                 continue
             last = first + n_sel
             x = ((s[:, start:stop, first:last] - mean) / s_std).reshape(n_members, -1, 1)
-            g = embedding[center_type * n_types + neighbor_type](x, members)
-            g = g.view(n_members * n_centers, n_sel, width)
+            weights, biases = embedding[center_type * n_types + neighbor_type]
+            g = residual_mlp(x, weights, biases, False).view(n_members * n_centers, n_sel, width)
             rows = env[:, start:stop, first:last].reshape(n_members * n_centers, n_sel, 4)
             part = torch.bmm(rows.transpose(1, 2), g)
-            t = part if t is None else t + part
+            if t is None:
+                t = part
+            else:
+                t = t + part
             first = last
         if t is None:  # no neighbors anywhere in the batch
             t = r.new_zeros(n_members * n_centers, 4, width)

@@ -22,6 +22,30 @@ MEMBER_GROUP_ELEMENTS = 2**20
 ACCELERATOR_GROUP_ELEMENTS = 2**26
 
 
+def checkpoint_paths(directory: str | os.PathLike) -> list[Path]:
+    """``directory/model-<k>.pt`` in order of k; FileNotFoundError when there is none."""
+    found = []
+    for path in Path(directory).glob("model-*.pt"):
+        match = CHECKPOINT.fullmatch(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    if not found:
+        raise FileNotFoundError(f"no model-<k>.pt checkpoints in {directory}")
+    return [path for _, path in sorted(found)]
+
+
+def check_same_architecture(members: list[DeepPot]) -> None:
+    """ValueError naming the first member whose architecture differs from member 0's."""
+    first = members[0].hparams
+    for k, member in enumerate(members[1:], start=1):
+        for name in ARCHITECTURE:
+            if member.hparams[name] != first[name]:
+                raise ValueError(
+                    f"ensemble member {k} has {name}={member.hparams[name]}, "
+                    f"member 0 has {first[name]}"
+                )
+
+
 class Ensemble(MemberStack):
     """K members sharing batch, neighbor list and pair geometry; nets run as batched matmuls.
 
@@ -32,14 +56,8 @@ class Ensemble(MemberStack):
     def __init__(self, members: list[DeepPot]) -> None:
         if not members:
             raise ValueError("an Ensemble needs at least one member")
+        check_same_architecture(members)
         first = members[0].hparams
-        for k, member in enumerate(members[1:], start=1):
-            for name in ARCHITECTURE:
-                if member.hparams[name] != first[name]:
-                    raise ValueError(
-                        f"ensemble member {k} has {name}={member.hparams[name]}, "
-                        f"member 0 has {first[name]}"
-                    )
         super().__init__(
             n_members=len(members),
             type_map=first["type_map"],
@@ -61,15 +79,7 @@ class Ensemble(MemberStack):
     @classmethod
     def load(cls, directory: str | os.PathLike, map_location: torch.device | str = "cpu"):
         """Members from ``directory/model-<k>.pt`` in order of k."""
-        found = []
-        for path in Path(directory).glob("model-*.pt"):
-            match = CHECKPOINT.fullmatch(path.name)
-            if match:
-                found.append((int(match.group(1)), path))
-        if not found:
-            raise FileNotFoundError(f"no model-<k>.pt checkpoints in {directory}")
-        members = [DeepPot.load(path, map_location) for _, path in sorted(found)]
-        return cls(members)
+        return cls([DeepPot.load(path, map_location) for path in checkpoint_paths(directory)])
 
     def forward(
         self, batch: Batch, virial: bool = False, n_members: int | None = None

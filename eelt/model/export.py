@@ -1,4 +1,4 @@
-"""TorchScript export of one DeepPot, to run a trained model outside Python (C++, LAMMPS-style).
+"""Members exported as TorchScript files that run without eelt (torch.jit.load, torch::jit::load).
 
 The exported module's forward takes plain tensors of one frame:
 positions (N, 3) Angstrom, types (N,) long (indices into the model's type map), cell (3, 3)
@@ -6,69 +6,88 @@ Angstrom (zeros without periodicity), and a full pair list: pair_i, pair_j (P,) 
 shift (P, 3) integer cell shifts, r_ij = x_j - x_i + shift @ cell, both i->j and j->i (what
 ``build_graph``, vesin ``"ijS"`` or ase's neighbor_list give). Pairs beyond rcut contribute
 exactly zero, so a Verlet list with a skin is fine. It returns energy () eV, forces (N, 3)
-eV/A and virial (3, 3) eV, in the model's precision. The arithmetic is the model's own
-(same switch, environment, nets and dense neighbor layout), built in TorchScript because
-DeepPot.forward takes a Python ``Batch`` (lists, a numpy-built layout) that scripting cannot.
+eV/A and virial (3, 3) eV, in the model's precision; grad mode must be on (forces are
+autograd's). ``get_type_map()`` and ``get_rcut()`` (Angstrom) travel in the file, and the
+hyper-parameters as the archive's extra file ``hparams.json``.
+
+Why TorchScript: the exported module is the model's own code, scripted. It subclasses
+MemberStack and its forward only lays the pair list out densely, then calls
+``MemberStack.evaluate_frames``, the tensor-only core that training and MD run too (switched
+environment, embedding, descriptor, fitting, forces and virial by autograd). torch.export
+(2.13) cannot hold that core: it does not trace ``torch.autograd.grad`` ("fake tensor in the
+exported program constant's list", pytorch/pytorch#125984), ``torch.func.grad`` traces but
+the program does not save ("Cannot access storage of TensorWrapper"), and the dense layout
+has data-dependent shapes (per-type counts and slots) at every step. TorchScript is
+deprecated in torch 2.13 but keeps autograd and data-dependent shapes and loads in Python
+and C++ (DeePMD-kit's frozen PyTorch models, which LAMMPS runs, are TorchScript too).
+The pair list -> dense layout step exists twice, numpy in collate and torch here (see
+``dense_neighbors_torch``); a test holds them equal.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from eelt.atomic import atomic_write
+from eelt.atomic import atomic_write, write_json
 from eelt.model.deeppot import DeepPot
-from eelt.model.descriptor import environment
-from eelt.model.networks import StackedMLP, residual_mlp
+from eelt.model.ensemble import check_same_architecture, checkpoint_paths
+from eelt.model.stack import MemberStack
 
 HPARAMS_FILE = "hparams.json"  # extra file in the archive: DeepPot's hyper-parameters
+EXPORT_SUFFIX = ".pth"  # DeePMD-kit's suffix for TorchScript models; checkpoints are .pt
+ENSEMBLE_FILE = "ensemble.json"  # export_ensemble's summary: files, type map, rcut, precision
 
 
-class ScriptedNet(nn.Module):
-    """One member of a StackedMLP as a scriptable module (copied weights, no gradients)."""
+def dense_neighbors_torch(
+    types: torch.Tensor, pair_i: torch.Tensor, pair_j: torch.Tensor, n_types: int
+) -> tuple[torch.Tensor, list[int], list[int], torch.Tensor]:
+    """neighbors.dense_neighbors in torch, for TorchScript: (center_order, type_counts, sel,
+    slot). collate keeps the numpy one: torch's stable sort is 3-4x slower on CPU."""
+    n_atoms, n_pairs, device = types.shape[0], pair_i.shape[0], types.device
+    order = torch.argsort(types, stable=True)
+    rank_of = torch.empty_like(order)
+    rank_of[order] = torch.arange(n_atoms, device=device)
+    neighbor_type = types[pair_j]
+    key = pair_i * n_types + neighbor_type
+    counts = torch.bincount(key, minlength=n_atoms * n_types)
+    sel = counts.view(n_atoms, n_types).amax(0)
+    first = torch.cumsum(counts, 0) - counts
+    by_key = torch.argsort(key, stable=True)
+    rank = torch.empty_like(key)
+    rank[by_key] = torch.arange(n_pairs, device=device) - first[key[by_key]]
+    offset = torch.cumsum(sel, 0) - sel
+    slot = rank_of[pair_i] * int(sel.sum()) + offset[neighbor_type] + rank
+    type_counts: list[int] = torch.bincount(types, minlength=n_types).tolist()
+    sel_list: list[int] = sel.tolist()
+    return order, type_counts, sel_list, slot
 
-    def __init__(self, net: StackedMLP) -> None:
-        super().__init__()
-        self.linear_out = net.linear_out
-        self.weights = nn.ParameterList(
-            nn.Parameter(w.detach()[:1].clone(), requires_grad=False) for w in net.weights
-        )
-        self.biases = nn.ParameterList(
-            nn.Parameter(b.detach()[:1].clone(), requires_grad=False) for b in net.biases
-        )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(1, M, n_in) -> (1, M, n_out)."""
-        weights: list[torch.Tensor] = []
-        biases: list[torch.Tensor] = []
-        for weight in self.weights:
-            weights.append(weight)
-        for bias in self.biases:
-            biases.append(bias)
-        return residual_mlp(x, weights, biases, self.linear_out)
-
-
-class ScriptableDeepPot(nn.Module):
-    """DeepPot's energy, forces and virial for one frame given as plain tensors."""
+class ExportedDeepPot(MemberStack):
+    """One DeepPot's energy, forces and virial for one frame given as plain tensors."""
 
     def __init__(self, model: DeepPot) -> None:
-        super().__init__()
-        if model.n_members != 1:
-            raise ValueError(f"export needs one DeepPot, got a stack of {model.n_members}")
-        self.type_map = list(model.type_map)
-        self.n_types = len(model.type_map)
-        self.rcut_A = model.rcut_A
-        self.rcut_smth_A = model.rcut_smth_A
-        self.axis_neuron = model.axis_neuron
-        self.width = int(model.embedding[0].weights[-1].shape[-1])
-        self.embedding = nn.ModuleList(ScriptedNet(net) for net in model.embedding)
-        self.fitting = nn.ModuleList(ScriptedNet(net) for net in model.fitting)
-        for name in ("s_mean", "s_std", "s_rms", "a_std", "n_norm", "energy_shift"):
-            self.register_buffer(name, getattr(model, name).detach()[:1].clone())
+        if not isinstance(model, DeepPot):
+            raise TypeError(f"export needs a DeepPot, got {type(model).__name__}")
+        hparams = model.hparams
+        super().__init__(
+            n_members=1,
+            type_map=hparams["type_map"],
+            rcut_A=hparams["rcut_A"],
+            rcut_smth_A=hparams["rcut_smth_A"],
+            embedding_widths=hparams["embedding_widths"],
+            axis_neuron=hparams["axis_neuron"],
+            fitting_widths=hparams["fitting_widths"],
+            dtype=model.dtype,
+            generator=None,
+        )
+        self.load_state_dict(model.state_dict())
+        self.requires_grad_(False)
+        self.to(model.device)
 
     @torch.jit.export
     def get_type_map(self) -> list[str]:
@@ -89,7 +108,7 @@ class ScriptableDeepPot(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """energy () eV, forces (N, 3) eV/A, virial (3, 3) eV; see the module docstring."""
         dtype = self.energy_shift.dtype
-        n_types = self.n_types
+        n_types = len(self.type_map)
         n_atoms = positions.shape[0]
         if positions.dim() != 2 or positions.shape[1] != 3 or positions.dtype != dtype:
             raise ValueError("positions must be (N, 3) in the model's dtype")
@@ -111,110 +130,44 @@ class ScriptableDeepPot(nn.Module):
             or int(torch.maximum(pair_i.max(), pair_j.max())) >= n_atoms
         ):
             raise ValueError("pair_i and pair_j must index the atoms")
-        device = positions.device
+        if not torch.is_grad_enabled():
+            raise RuntimeError("forces need autograd: do not call under no_grad/inference_mode")
         pair_i = pair_i.to(torch.long)
         pair_j = pair_j.to(torch.long)
 
-        # Dense layout, as eelt.model.neighbors.dense_neighbors: centers sorted by type,
-        # sel[u] slots per neighbor type u for every center, padding slots beyond rcut.
-        order = torch.argsort(types, stable=True)
-        rank_of = torch.empty_like(order)
-        rank_of[order] = torch.arange(n_atoms, device=device)
-        neighbor_type = types[pair_j]
-        key = pair_i * n_types + neighbor_type
-        counts = torch.bincount(key, minlength=n_atoms * n_types)
-        sel = counts.view(n_atoms, n_types).amax(0)
-        first = torch.cumsum(counts, 0) - counts
-        by_key = torch.argsort(key, stable=True)
-        rank = torch.empty_like(key)
-        rank[by_key] = torch.arange(n_pairs, device=device) - first[key[by_key]]
-        offset = torch.cumsum(sel, 0) - sel
-        sel_list: list[int] = sel.tolist()
-        n_slots = sum(sel_list)
-        slot = rank_of[pair_i] * n_slots + offset[neighbor_type] + rank
-        nbr_i = order.repeat_interleave(n_slots)
+        # the dense layout of neighbors.collate, for one frame
+        order, type_counts, sel, slot = dense_neighbors_torch(types, pair_i, pair_j, n_types)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(n_atoms, device=order.device)
+        nbr_i = order.repeat_interleave(sum(sel))
         nbr_j = nbr_i.clone()
         nbr_j[slot] = pair_j
-        nbr_shift = torch.zeros(n_atoms * n_slots, 3, dtype=dtype, device=device)
+        nbr_shift = torch.zeros(nbr_i.shape[0], 3, dtype=dtype, device=positions.device)
         nbr_shift[slot] = shift.to(dtype)
-        nbr_mask = torch.zeros(n_atoms * n_slots, dtype=torch.bool, device=device)
+        nbr_mask = torch.zeros(nbr_i.shape[0], dtype=torch.bool, device=positions.device)
         nbr_mask[slot] = True
-        type_counts: list[int] = torch.bincount(types, minlength=n_types).tolist()
 
-        pos = positions.detach()
-        r = pos[nbr_j] - pos[nbr_i] + nbr_shift @ cell.to(dtype)
-        padding = torch.tensor([self.rcut_A + 1.0, 0.0, 0.0], dtype=dtype, device=device)
-        r = torch.where(nbr_mask.unsqueeze(-1), r, padding).unsqueeze(0)
-        if not torch.is_grad_enabled():
-            raise RuntimeError("forces need autograd: do not call under no_grad/inference_mode")
-        r.requires_grad_(True)
-        atom_energy = self._atom_energies(r, n_atoms, type_counts, sel_list)
-        atom_energy = atom_energy.index_select(1, rank_of)  # back to input order
-        atom_energy = atom_energy + self.energy_shift[:, types]
-        energy = atom_energy.sum()
-        g = torch.zeros_like(r)
-        if energy.requires_grad:
-            (grad,) = torch.autograd.grad([energy], [r], allow_unused=True)
-            if grad is not None:
-                g = grad
-        g = g[0].detach()
-        r = r[0].detach()
-        forces = torch.zeros(n_atoms, 3, dtype=dtype, device=device).index_add(0, nbr_i, g)
-        forces = forces.index_add(0, nbr_j, -g)
-        virial = -(r.unsqueeze(-1) * g.unsqueeze(-2)).sum(0)
-        return energy.detach(), forces, virial
-
-    def _atom_energies(
-        self, r: torch.Tensor, n_atoms: int, type_counts: list[int], sel: list[int]
-    ) -> torch.Tensor:
-        """Dense pair vectors (1, N * sum(sel), 3) -> (1, N) atom energies in center order.
-
-        As eelt.model.descriptor.se_e2_a followed by the fitting nets, for one member.
-        """
-        n_types, width, n_slots = self.n_types, self.width, sum(sel)
-        s, env = environment(r, self.rcut_smth_A, self.rcut_A)
-        s = s.view(1, n_atoms, n_slots)
-        env = env.view(1, n_atoms, n_slots, 4)
-        starts: list[int] = []
-        first_slots: list[int] = []
-        start, first = 0, 0
-        for t in range(n_types):
-            starts.append(start)
-            first_slots.append(first)
-            start += type_counts[t]
-            first += sel[t]
-        sums: list[torch.Tensor | None] = [None for _ in range(n_types)]
-        for index, net in enumerate(self.embedding):  # no `continue` in unrolled loops
-            center_type, neighbor_type = index // n_types, index % n_types
-            n_centers, n_sel = type_counts[center_type], sel[neighbor_type]
-            if n_centers > 0 and n_sel > 0:
-                start, first = starts[center_type], first_slots[neighbor_type]
-                stop, last = start + n_centers, first + n_sel
-                mean = self.s_mean[:, center_type, None, None]
-                s_std = self.s_std[:, center_type, None, None]
-                x = ((s[:, start:stop, first:last] - mean) / s_std).reshape(1, -1, 1)
-                g = net(x).view(n_centers, n_sel, width)
-                rows = env[:, start:stop, first:last].reshape(n_centers, n_sel, 4)
-                part = torch.bmm(rows.transpose(1, 2), g)
-                previous = sums[center_type]
-                sums[center_type] = part if previous is None else previous + part
-        parts: list[torch.Tensor] = []
-        for center_type, net in enumerate(self.fitting):
-            n_centers = type_counts[center_type]
-            if n_centers > 0:
-                t = sums[center_type]
-                if t is None:  # no neighbors anywhere in the frame
-                    t = r.new_zeros(n_centers, 4, width)
-                s_rms = self.s_rms[:, center_type, None]
-                a_std = self.a_std[:, center_type, None]
-                scale = torch.cat([s_rms, a_std.expand(-1, 3)], dim=1)  # (1, 4)
-                scale = scale * self.n_norm[:, center_type, None]
-                t = t.view(1, n_centers, 4, width) / scale[:, None, :, None]
-                t = t.view(n_centers, 4, width)
-                d = torch.bmm(t.transpose(1, 2), t[:, :, : self.axis_neuron])
-                d = d.view(1, n_centers, width * self.axis_neuron)
-                parts.append(net(d).squeeze(-1))
-        return torch.cat(parts, dim=1)
+        out = self.evaluate_frames(
+            positions,
+            types,
+            cell.to(dtype).unsqueeze(0),
+            torch.zeros_like(types),
+            1,
+            type_counts,
+            sel,
+            inverse,
+            nbr_i,
+            nbr_j,
+            nbr_shift,
+            nbr_mask,
+            0,
+            1,
+            True,
+            True,
+            False,
+            False,
+        )
+        return out["energy"][0, 0].detach(), out["forces"][0], out["virial"][0, 0]
 
 
 def export_torchscript(model: DeepPot, path: str | os.PathLike) -> Path:
@@ -223,8 +176,34 @@ def export_torchscript(model: DeepPot, path: str | os.PathLike) -> Path:
     Load with ``torch.jit.load(path)`` (Python) or ``torch::jit::load`` (C++); the model's
     hyper-parameters travel as the archive's extra file ``hparams.json``.
     """
-    if not isinstance(model, DeepPot):
-        raise TypeError(f"export_torchscript needs a DeepPot, got {type(model).__name__}")
-    scripted = torch.jit.script(ScriptableDeepPot(model).eval())
-    extra = {HPARAMS_FILE: json.dumps(model.hparams)}
-    return atomic_write(path, lambda tmp: torch.jit.save(scripted, str(tmp), _extra_files=extra))
+    with warnings.catch_warnings():  # TorchScript's deprecation: see the module docstring
+        warnings.filterwarnings("ignore", "`torch.jit", DeprecationWarning)
+        scripted = torch.jit.script(ExportedDeepPot(model).eval())
+        extra = {HPARAMS_FILE: json.dumps(model.hparams)}
+        return atomic_write(
+            path, lambda tmp: torch.jit.save(scripted, str(tmp), _extra_files=extra)
+        )
+
+
+def export_ensemble(models_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
+    """Each ``models_dir/model-<k>.pt`` as ``out_dir/model-<k>.pth`` (export_torchscript),
+    plus ``out_dir/ensemble.json``: the files, type map, rcut_A and precision. Returns the
+    paths, JSON last; what ``eelt export-model MODELS_DIR --out DIR`` runs.
+    """
+    members = [DeepPot.load(path) for path in checkpoint_paths(models_dir)]
+    check_same_architecture(members)
+    out_dir = Path(out_dir)
+    paths = [
+        export_torchscript(member, out_dir / f"model-{k}{EXPORT_SUFFIX}")
+        for k, member in enumerate(members)
+    ]
+    hparams = members[0].hparams
+    summary = {
+        "format": "torchscript",
+        "members": [path.name for path in paths],
+        "type_map": hparams["type_map"],
+        "rcut_A": hparams["rcut_A"],
+        "precision": hparams["precision"],
+        "torch_version": torch.__version__,
+    }
+    return [*paths, write_json(out_dir / ENSEMBLE_FILE, summary)]

@@ -38,13 +38,23 @@ class StackedMLP(nn.Module):
             self.weights.append(nn.Parameter(weight.to(dtype)))
             self.biases.append(nn.Parameter(bias.to(dtype)))
 
-    def forward(self, x: torch.Tensor, members: slice = slice(None)) -> torch.Tensor:
-        """(k, M, n_in) -> (k, M, n_out) for the k members selected by ``members``."""
-        if members == slice(None):
-            return residual_mlp(x, list(self.weights), list(self.biases), self.linear_out)
-        weights = [weight[members] for weight in self.weights]
-        biases = [bias[members] for bias in self.biases]
-        return residual_mlp(x, weights, biases, self.linear_out)
+    def layers(self, start: int, stop: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Weights (k, n_in, n_out) and biases (k, 1, n_out) of members start..stop-1, for
+        ``residual_mlp``; TorchScript-able."""
+        weights: list[torch.Tensor] = []
+        biases: list[torch.Tensor] = []
+        for weight in self.weights:
+            weights.append(member_rows(weight, start, stop))
+        for bias in self.biases:
+            biases.append(member_rows(bias, start, stop))
+        return weights, biases
+
+
+def member_rows(stacked: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Members start..stop-1 of a tensor with a leading member axis (itself when all)."""
+    if start == 0 and stop == stacked.shape[0]:
+        return stacked
+    return stacked[start:stop]
 
 
 def residual_mlp(
