@@ -2,17 +2,14 @@
 itself and its flow run lands there, COMPLETED."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
 import yaml
 
-from eelt.server import free_port, healthy
+from tests.eelt_server import eelt_server
 
 pytestmark = pytest.mark.slow
 
@@ -20,20 +17,7 @@ pytestmark = pytest.mark.slow
 def test_eelt_run_finds_a_running_eelt_server(tmp_path):
     from tests.loop_config import cu_start, tiny_config
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env |= {"XDG_DATA_HOME": str(tmp_path / "data"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "eelt.cli", "server", "--port", str(port)], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 120
-        while not healthy(api) and time.monotonic() < deadline:
-            assert server.poll() is None, "eelt server ended"
-            time.sleep(0.5)
-        assert healthy(api)
+    with eelt_server(tmp_path) as (api, env):
         assert (
             json.loads((tmp_path / "data" / "eelt" / "server.json").read_text())["api_url"] == api
         )
@@ -52,6 +36,3 @@ def test_eelt_run_finds_a_running_eelt_server(tmp_path):
             runs = json.loads(response.read())
         names = {(r["name"], r["state_type"]) for r in runs}
         assert ("cu-test", "COMPLETED") in names, names
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)

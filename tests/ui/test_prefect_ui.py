@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eelt.server import free_port, healthy
+from tests.eelt_server import eelt_server
 from tests.ui.browser import Browser, chromium_path
 
 pytestmark = pytest.mark.ui
@@ -40,20 +40,8 @@ def finished_run(tmp_path_factory):
     from tests.loop_config import cu_start, tiny_config
 
     tmp = tmp_path_factory.mktemp("ui")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env |= {"XDG_DATA_HOME": str(tmp / "data"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "eelt.cli", "server", "--port", str(port)], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    ui, api = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 180
-        while not healthy(api) and time.monotonic() < deadline:
-            assert server.poll() is None, "eelt server ended"
-            time.sleep(0.5)
-        assert healthy(api)
+    with eelt_server(tmp) as (api, env):
+        ui = api.removesuffix("/api")
         cfg = tiny_config(cu_start(tmp), name="cu-ui", loop={"max_iterations": 2})
         (tmp / "eelt.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
         run = subprocess.run(
@@ -64,9 +52,6 @@ def finished_run(tmp_path_factory):
         # only eelt's own lines on the console: no Prefect state lines, no tracebacks
         assert "Finished in state" not in run.stderr and "Traceback" not in run.stderr
         yield ui, api, tmp, env
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
 
 
 def test_api_lists_the_run_and_its_artifacts(finished_run):
