@@ -521,6 +521,29 @@ class LoopConfig(Section):
         "no more than stall_min_improvement (a fraction) over this many iterations; None: off",
     )
     stall_min_improvement: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    mode: Literal["synchronous", "streaming"] = Field(
+        default="synchronous",
+        description="synchronous: one iteration after another (explore, examine, label, train); "
+        "streaming: walkers, DFT jobs and training overlap (eelt.streaming): walker segments are "
+        "examined as they end, a generation trains once generation_labels new labels arrived, "
+        "and max_iterations counts generations",
+    )
+    segment_steps: PositiveInt = Field(
+        default=200,
+        description="streaming: MD steps of one walker segment (each segment starts from the "
+        "walker's last frame with fresh velocities and is examined as soon as it ends)",
+    )
+    generation_labels: PositiveInt = Field(
+        default=20,
+        description="streaming: new training labels (candidates; test frames not counted) that "
+        "start a training generation",
+    )
+    window_segments: PositiveInt = Field(
+        default=8,
+        description="streaming: the candidate cap (max_candidates), the diversity of the "
+        "selection and the accurate-ratio convergence hold over this many consecutive walker "
+        "segments",
+    )
 
 
 STAGE_BUDGETS = ("max_labels", "max_dft_core_hours")
@@ -548,6 +571,14 @@ class RunConfig(Section):
                 raise ValueError(
                     f"explore.stages.{k}: trust_lo_eV_per_A ({lo}) must be below "
                     f"trust_hi_eV_per_A ({hi}) (a stage's levels override examine's)"
+                )
+        if self.loop.mode == "streaming":
+            if len(self.explore.stages) != 1:
+                raise ValueError("loop.mode 'streaming' runs one explore stage; give exactly one")
+            if self.examine.trust_levels == "calibrated":
+                raise ValueError(
+                    "loop.mode 'streaming' takes trust_levels 'fixed' or 'adaptive', not "
+                    "'calibrated'"
                 )
         return self
 

@@ -393,8 +393,15 @@ class Loop(Exploration, Examination, Progress):
 
 
 def run_loop(loop: Loop, runner: StageRunner | None = None) -> dict[str, Any]:
-    """Run (or resume) the loop to the end; return the final state."""
+    """Run (or resume) the loop to the end; return the final state. With ``loop.mode:
+    streaming`` the stages overlap instead (:mod:`eelt.streaming`)."""
     runner = runner or DirectRunner()
+    if loop.config.loop.mode == "streaming":
+        from eelt.streaming import run_streaming
+
+        return run_streaming(loop, runner)
+    if (loop.run.root / "stream").is_dir():
+        raise EeltError(f"{loop.run.root}: a streaming run; resume it with loop.mode streaming")
     init = loop.run.root / "init"
     with timing.Session(loop.run.root) as loop.session:
         for stage, body in (("label", loop.init_label), ("train", loop.init_train)):

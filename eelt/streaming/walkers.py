@@ -1,0 +1,127 @@
+"""The streaming run's walkers and their segments: who walks (start x condition x repeat, as in
+the synchronous exploration), where a segment starts, and the job that runs it.
+
+A segment is ``loop.segment_steps`` MD steps of one walker with the ensemble of one generation.
+It starts from the last frame of the walker's previous segment at or below trust_hi, as read
+back from that segment's trajectory file (so a resumed run starts it from the very same numbers
+as an uninterrupted one), with fresh Maxwell-Boltzmann velocities from its own seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from eelt import keys
+from eelt.config import RunConfig
+
+
+@dataclass(frozen=True)
+class Walker:
+    """One walker: its name, start structure and thermodynamic condition."""
+
+    index: int
+    name: str
+    start: Atoms
+    temperature_K: float
+    pressure_bar: float | None
+
+
+def walkers(config: RunConfig, starts: list[Atoms]) -> list[Walker]:
+    """Every start x condition x walkers_per_condition of the (one) stage, named as the
+    synchronous exploration names them."""
+    stage = config.explore.stages[0]
+    conditions = stage.conditions()
+    per_start = len(conditions) * stage.walkers_per_condition
+    out = []
+    for w in range(len(starts) * per_start):
+        s, rest = divmod(w, per_start)
+        temperature, pressure = conditions[rest // stage.walkers_per_condition]
+        name = f"w{w:03d}-s{s}-T{temperature:g}" + (
+            f"-P{pressure:g}" if pressure is not None else ""
+        )
+        out.append(Walker(w, name, starts[s], float(temperature), pressure))
+    return out
+
+
+def segment_seed(explore_seed: int, walker: int, round_: int) -> int:
+    """The seed of one segment's velocities and thermostat noise."""
+    return int(np.random.SeedSequence([explore_seed, walker, round_]).generate_state(1)[0])
+
+
+def segment_start(previous: list[Atoms], start: Atoms, trust_hi: float | None, key: str) -> Atoms:
+    """Where a segment starts: the last frame of ``previous`` (the walker's previous segment)
+    whose deviation ``key`` is at or below ``trust_hi``; the walker's ``start`` if none is."""
+    for frame in reversed(previous):
+        devi = frame.info.get(key, np.nan)
+        if trust_hi is None or devi <= trust_hi:
+            break
+    else:
+        frame = start
+    return Atoms(
+        numbers=frame.numbers.copy(),
+        positions=frame.positions.copy(),
+        cell=frame.cell.array.copy(),
+        pbc=frame.pbc.copy(),
+    )
+
+
+def segment_job_kwargs(
+    config: RunConfig, walker: Walker, round_: int, levels: dict[str, Any]
+) -> dict[str, Any]:
+    """Keyword arguments of :func:`eelt.explore.job.walker_job` for one segment (all but the
+    ensemble, the start and the output path)."""
+    explore = config.explore
+    stage = explore.stages[0]
+    return {
+        "walker": walker.name,
+        "forces_from": explore.forces_from,
+        "md": {
+            "ensemble": stage.ensemble,
+            "thermostat": stage.thermostat,
+            "barostat": stage.barostat,
+            "cell_fluctuation": stage.cell_fluctuation,
+            "temperature_end_K": stage.temperature_ramp_to_K,
+            "pressure_bar": walker.pressure_bar,
+            "thermostat_time_fs": stage.thermostat_time_fs,
+            "barostat_time_fs": stage.barostat_time_fs,
+        },
+        "biases": [b.model_dump(mode="json") for b in stage.biases],
+        "temperature_K": walker.temperature_K,
+        "timestep_fs": stage.timestep_fs,
+        "n_steps": config.loop.segment_steps,
+        "dump_interval": stage.dump_interval,
+        "friction_per_fs": stage.friction_per_fs,
+        "seed": segment_seed(explore.seed, walker.index, round_),
+        "trust_hi_eV_per_A": levels["trust_hi_eV_per_A"],
+        "trust_hi_relative": levels.get("trust_hi_relative"),
+        "relative_eps_eV_per_A": config.examine.relative_eps_eV_per_A,
+        "stop_after_failed_dumps": explore.stop_after_failed_dumps,
+        "min_distance_fraction": explore.min_distance_fraction,
+        "max_bond_fraction": explore.max_bond_fraction,
+        "max_volume_ratio": explore.max_volume_ratio,
+        "max_restarts": explore.max_restarts,
+        "restart_timestep_factor": explore.restart_timestep_factor,
+        "plot": False,  # a plot per segment costs more than the segment; the trajectory has it all
+    }
+
+
+def deviation_key(config: RunConfig) -> str:
+    """The per-frame deviation the trust levels apply to."""
+    return keys.MAX_DEVI_F_REL if config.examine.deviation == "relative" else keys.MAX_DEVI_F
+
+
+def trust_hi(levels: dict[str, Any], config: RunConfig) -> float | None:
+    unit = "_relative" if config.examine.deviation == "relative" else "_eV_per_A"
+    return levels["trust_hi" + unit]
+
+
+def read_segment(path: Path) -> list[Atoms]:
+    """A finished segment's frames (none for a missing or empty trajectory)."""
+    from eelt.explore import read_trajectory
+
+    return read_trajectory(path) if Path(path).is_file() else []
