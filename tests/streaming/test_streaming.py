@@ -115,6 +115,14 @@ def test_labels_and_training_overlap_walker_segments(streamed):
     assert overlapping, "no DFT or training job ran while a walker segment ran"
 
 
+def test_prefect_history_artifact_renders_generations(streamed):
+    from flows.artifacts import history_markdown
+
+    _, state, _ = streamed
+    text = history_markdown(state)
+    assert "| 0 |" in text and "loop wall / labeling wall" in text
+
+
 def test_status_columns_show_generations(streamed):
     _, state, _ = streamed
     for columns in (EXPLORE_COLUMNS, ACCURACY_COLUMNS):
