@@ -164,6 +164,7 @@ def cluster_script(config: Annotated[Path, typer.Argument(help="run config (YAML
 def validate(
     config: Annotated[Path, typer.Argument(help="run config (YAML)")],
     run_dir: Annotated[Path | None, typer.Option(help="run directory (default: runs/NAME)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the resolved config as JSON")] = False,
 ) -> None:
     """Check a config as `eelt run` would before starting anything (structures, elements,
     functional and basis, biases, initial data, whether the run directory may be resumed),
@@ -178,9 +179,11 @@ def validate(
         for line in str(e).splitlines():
             err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    out.print(
-        yaml.safe_dump(inputs.config.model_dump(mode="json"), sort_keys=False), highlight=False
-    )
+    resolved = inputs.config.model_dump(mode="json")
+    if as_json:
+        print(json.dumps(resolved, indent=2))
+    else:
+        out.print(yaml.safe_dump(resolved, sort_keys=False), highlight=False)
 
 
 @app.command()
@@ -338,10 +341,14 @@ def train(
         Path | None, typer.Option(help="YAML with a 'train' section (and 'execution')")
     ] = None,
     quiet: Annotated[bool, typer.Option(help="only warnings and errors")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="the members' results as JSON")] = False,
 ) -> None:
     """Train an ensemble on a labeled dataset, outside the loop."""
     _setup_logging(quiet)
     results = _guard(_train, data, out_dir, config)
+    if as_json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+        return
     for r in results:
         out.print(
             f"member {r.member}: validation energy RMSE {r.val_energy_rmse_meV_per_atom:.3f} meV/atom, "

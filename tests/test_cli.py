@@ -136,3 +136,10 @@ def test_cluster_script_prints_the_batch_script(tmp_path):
     (tmp_path / "eelt.yaml").write_text(yaml.safe_dump(cfg))
     result = CliRunner().invoke(app, ["cluster", "script", str(tmp_path / "eelt.yaml")])
     assert result.exit_code == 2 and "no batch script" in result.output
+
+
+def test_validate_json_is_the_resolved_config(tmp_path):
+    result = runner.invoke(app, ["validate", str(write_config(tmp_path)), "--json"])
+    assert result.exit_code == 0, result.output
+    resolved = json.loads(result.output)
+    assert resolved["examine"]["trust_hi_eV_per_A"] == 5.0 and resolved["name"] == "cu-test"
