@@ -231,7 +231,7 @@ def run(
         from flows import eelt_run
 
         if not verbose:
-            from eelt.terminal import quiet_prefect_console
+            from flows.console import quiet_prefect_console
 
             quiet_prefect_console()
         flow = eelt_run.with_options(flow_run_name=cfg.name)

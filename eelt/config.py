@@ -440,6 +440,24 @@ class TrainConfig(Section):
     warm_steps: PositiveInt = 2000
     warm_start_lr: PositiveFloat = 1e-3
     seed: int = 0
+    mode: Literal["stacked", "members"] = Field(
+        default="stacked",
+        description="'stacked': the members train together as one stacked model (one "
+        "forward, backward and optimizer step for all; each member keeps its seed, data "
+        "order, validation errors and checkpoint); 'members': one job per member",
+    )
+    stacks: PositiveInt | Literal["auto"] = Field(
+        default="auto",
+        description="stacked mode: the members split into this many stacks, one job each; "
+        "'auto': one per worker thread of a Dask cluster (at most one per member), one on a "
+        "thread pool. One stack trains all members on one device (a GPU worker)",
+    )
+    patience_steps: Annotated[int, Field(ge=0)] = Field(
+        default=0,
+        description="stop a member once its validation force RMSE has not improved by 1% for "
+        "this many steps (checked every steps/100 steps; 0: off; needs validation frames); "
+        "steps and warm_steps stay the upper bounds",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

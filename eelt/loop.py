@@ -227,10 +227,15 @@ class Loop(Exploration, Examination, Progress):
         files = [str(f) for f in data_files]
         where = out_dir.relative_to(self.run.root).parts[0]  # init or iter-NNN
         what = f"{where}: train {cfg.ensemble_size} members on {n_old + n_new} frames"
+        executor = self.executor
+        if self.config.execution.gpus_per_worker:
+            from eelt.execution import gpu_executor
+
+            executor = gpu_executor(executor)  # training on the GPU workers: one device per stack
         with tracking.task(f"{where}-train", what, cfg.ensemble_size) as progress:
             try:
                 results = train_ensemble(
-                    files, out_dir, cfg, self.type_map, self.executor, init_dir=init_dir, warm=warm
+                    files, out_dir, cfg, self.type_map, executor, init_dir=init_dir, warm=warm
                 )
             except TrainingDiverged as err:
                 if not warm:
@@ -239,7 +244,7 @@ class Loop(Exploration, Examination, Progress):
                     ) from None
                 # finished members are kept; the diverged ones start again from scratch
                 log.warning("warm start diverged (%s); training those members from scratch", err)
-                results = train_ensemble(files, out_dir, cfg, self.type_map, self.executor)
+                results = train_ensemble(files, out_dir, cfg, self.type_map, executor)
             progress.update(len(results))
         members = [r.to_dict() for r in results]
         summary = {

@@ -1,4 +1,5 @@
-"""Ensemble training: DeePMD-style loss and schedules, per-member training, learning curves."""
+"""Ensemble training: DeePMD-style loss and schedules, per-member and stacked training,
+learning curves."""
 
 from eelt.train.metrics import (
     ErrorSums,
@@ -7,6 +8,7 @@ from eelt.train.metrics import (
     evaluate_rmse,
     predict_frames,
 )
+from eelt.train.stacked import train_stacked
 from eelt.train.trainer import MemberResult, TrainingDiverged, train_ensemble, train_member
 
 __all__ = [
@@ -19,4 +21,5 @@ __all__ = [
     "predict_frames",
     "train_ensemble",
     "train_member",
+    "train_stacked",
 ]

@@ -17,6 +17,7 @@ from ase import Atoms
 from ase.stress import voigt_6_to_full_3x3_stress
 
 from eelt.model import Batch, FrameGraph, build_graph, collate
+from eelt.model.member_batch import FrameLayout, MemberBatch, collate_members
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,20 @@ class LabeledBatch:
     @property
     def n_frames(self) -> int:
         return len(self.energy_eV)
+
+
+@dataclass
+class LabeledMemberBatch:
+    """K lists of F frames, one per member, collated into one MemberBatch, with their targets
+    in the batch's layout (member k's atoms at ``batch.atom_order[k]``; ghost atoms zero)."""
+
+    batch: MemberBatch
+    energy_eV: torch.Tensor  # (K, F)
+    forces_eV_per_A: torch.Tensor  # (K, N, 3)
+    virial_eV: torch.Tensor  # (K, F, 3, 3); zeros where has_virial is False
+    has_virial: torch.Tensor  # (K, F) bool
+    n_atoms: torch.Tensor  # (K, F) model dtype, real atoms per frame
+    n_real_atoms: torch.Tensor  # (K,) model dtype, real atoms per member
 
 
 def read_frames(files: Sequence[str | Path], type_map: list[str] | None = None) -> list[Atoms]:
@@ -169,3 +184,39 @@ def chunks(frames: Sequence[LabeledFrame], max_atoms: int = 4096) -> list[list[L
     if current:
         groups.append(current)
     return groups
+
+
+def collate_labeled_members(
+    frames: Sequence[Sequence[LabeledFrame]],
+    dtype: torch.dtype,
+    device: torch.device | str = "cpu",
+    layouts: Sequence[Sequence[FrameLayout]] | None = None,
+) -> LabeledMemberBatch:
+    """Member k's frames ``frames[k]`` (equal counts) into one MemberBatch plus targets;
+    ``layouts``: the frames' FrameLayouts, where prepared once for many batches."""
+    graphs = layouts if layouts is not None else [[f.graph for f in group] for group in frames]
+    batch = collate_members(graphs, dtype, device)
+    flat = [f for group in frames for f in group]
+    n_members, n_frames = len(frames), len(frames[0])
+    where = np.concatenate([k * batch.n_atoms + o for k, o in enumerate(batch.atom_order)])
+    forces = np.zeros((n_members * batch.n_atoms, 3))
+    forces[where] = np.concatenate([f.forces_eV_per_A for f in flat])
+    virial = np.zeros((len(flat), 3, 3))
+    has_virial = np.array([f.virial_eV is not None for f in flat])
+    if has_virial.any():
+        virial[has_virial] = np.stack([f.virial_eV for f in flat if f.virial_eV is not None])
+    n_atoms = np.array([f.n_atoms for f in flat], dtype=float).reshape(n_members, n_frames)
+
+    def tensor(array: np.ndarray, kind: torch.dtype = dtype) -> torch.Tensor:
+        as_numpy = np.ascontiguousarray(array, dtype=str(kind).removeprefix("torch."))
+        return torch.from_numpy(as_numpy).to(device)
+
+    return LabeledMemberBatch(
+        batch=batch,
+        energy_eV=tensor(np.array([f.energy_eV for f in flat]).reshape(n_members, n_frames)),
+        forces_eV_per_A=tensor(forces.reshape(n_members, batch.n_atoms, 3)),
+        virial_eV=tensor(virial.reshape(n_members, n_frames, 3, 3)),
+        has_virial=tensor(has_virial.reshape(n_members, n_frames), torch.bool),
+        n_atoms=tensor(n_atoms),
+        n_real_atoms=tensor(n_atoms.sum(axis=1)),
+    )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from eelt.train.data import LabeledBatch
+from eelt.train.data import LabeledBatch, LabeledMemberBatch
 
 
 def learning_rate(step: int, steps: int, start_lr: float, stop_lr: float) -> float:
@@ -81,3 +81,38 @@ def deepmd_loss(
         mse_v_value = float(mse_v.detach())
     parts = LossParts(float(mse_e.detach()), float(mse_f.detach()), mse_v_value)
     return loss, parts
+
+
+@dataclass(frozen=True)
+class MemberLosses:
+    """Per member (K,) tensors: its loss and mean-square errors, units as LossParts (virial
+    NaN for a member whose batch has no virial labels)."""
+
+    loss: torch.Tensor
+    mse_energy_per_atom: torch.Tensor
+    mse_forces: torch.Tensor
+    mse_virial_per_atom: torch.Tensor
+
+
+def member_losses(
+    pred: dict[str, torch.Tensor], target: LabeledMemberBatch, prefs: LossPrefactors
+) -> MemberLosses:
+    """``deepmd_loss`` of each member on its own batch: members sum to a loss whose gradient
+    with respect to member k's weights is that of member k's own loss."""
+    de = (pred["energy"] - target.energy_eV) / target.n_atoms
+    mse_e = de.square().mean(1)
+    df = (pred["forces"] - target.forces_eV_per_A).square()
+    if target.batch.has_ghosts:  # ghost atoms predict and target zero: sum, not mean
+        mse_f = df.sum((1, 2)) / (3 * target.n_real_atoms)
+    else:
+        mse_f = df.mean((1, 2))
+    loss = prefs.energy * mse_e + prefs.forces * mse_f
+    mse_v = torch.full_like(mse_e, float("nan"))
+    if "virial" in pred and bool(target.has_virial.any()):
+        mask = target.has_virial
+        dw = (pred["virial"] - target.virial_eV) / target.n_atoms[..., None, None]
+        n_v = mask.sum(1)
+        sq = torch.where(mask[..., None, None], dw.square(), 0.0).sum((1, 2, 3))
+        mse_v = torch.where(n_v > 0, sq / (9 * n_v.clamp(min=1)), mse_v)
+        loss = loss + prefs.virial * torch.where(n_v > 0, mse_v, 0.0)
+    return MemberLosses(loss, mse_e.detach(), mse_f.detach(), mse_v.detach())

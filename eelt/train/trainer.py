@@ -20,18 +20,20 @@ from eelt.config import ModelConfig, TrainConfig
 from eelt.model import DeepPot
 from eelt.train.curves import plot_curves, read_curve, write_curve
 from eelt.train.data import (
+    LabeledFrame,
     chunks,
     collate_labeled,
     label_frames,
     read_frames,
     split_train_validation,
 )
-from eelt.train.loss import PrefactorSchedule, deepmd_loss, learning_rate
+from eelt.train.loss import LossPrefactors, PrefactorSchedule, deepmd_loss, learning_rate
 from eelt.train.metrics import rmse_of_labeled
 
 DIVERGENCE_FACTOR = 1000  # smoothed MSE this many times above its minimum means divergence
 _LOSS_SMOOTHING = 0.1  # weight of the newest step in the moving average of the MSE
 WARMUP_STEPS = 100  # linear learning-rate warm-up of a cold start
+PATIENCE_MIN_GAIN = 0.01  # a validation error this much (relative) below the best resets patience
 
 
 class TrainingDiverged(RuntimeError):
@@ -140,6 +142,22 @@ class _BatchOrder:
         out = self.order[self.pos : self.pos + self.batch_size]
         self.pos += self.batch_size
         return out
+
+
+class Patience:
+    """Says when to stop: the validation force RMSE has not improved by PATIENCE_MIN_GAIN
+    (relative) over its best for ``steps`` steps (0: never). Errors come at logged steps."""
+
+    def __init__(self, steps: int):
+        self.steps = int(steps)
+        self.best = math.inf
+        self.best_step = 0
+
+    def stop(self, step: int, error: float) -> bool:
+        if error < (1 - PATIENCE_MIN_GAIN) * self.best or self.best == math.inf:
+            self.best, self.best_step = error, step
+            return False
+        return self.steps > 0 and step - self.best_step >= self.steps
 
 
 def train_member(
@@ -260,6 +278,8 @@ def _train_member(
         return TrainingDiverged(f"{who}: {message}")
 
     lowest = [math.inf]
+    patience = Patience(train.patience_steps if val_frames else 0)
+    steps_done, last_lr = steps, stop_lr
 
     def check_blow_up(mse: float, step: int, what: str) -> None:
         lowest[0] = min(lowest[0], mse)
@@ -311,25 +331,75 @@ def _train_member(
             )
             if len(rows) % 10 == 0:  # progress visible during long runs
                 write_curve(curve_path, rows)
+            if patience.stop(step, val_f):
+                steps_done, last_lr = step, lr
+                break
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if (step + 1) % refit_every == 0:
             refit_energy_shift(model, train_frames)
 
+    return finish_member(
+        model,
+        out_path,
+        train,
+        train_frames,
+        val_frames,
+        rows,
+        steps_done,
+        schedule.at(last_lr, start_lr),
+        last_lr,
+        who,
+        t_start,
+        MemberResult(
+            member=member,
+            checkpoint=str(out_path),
+            steps=steps_done,
+            wall_s=math.nan,
+            train_energy_rmse_meV_per_atom=math.nan,
+            train_force_rmse_meV_per_A=math.nan,
+            val_energy_rmse_meV_per_atom=math.nan,
+            val_force_rmse_meV_per_A=math.nan,
+            seed=seed,
+            n_train_frames=len(train_frames),
+            n_val_frames=len(val_frames),
+            init_from=None if init_from is None else str(init_from),
+        ),
+    )
+
+
+def finish_member(
+    model: DeepPot,
+    out_path: Path,
+    train: TrainConfig,
+    train_frames: list[LabeledFrame],
+    val_frames: list[LabeledFrame],
+    rows: list[dict[str, float]],
+    steps_done: int,
+    final_prefs: LossPrefactors,
+    last_lr: float,
+    who: str,
+    t_start: float,
+    result: MemberResult,
+) -> MemberResult:
+    """A trained member (in training precision) to its checkpoint: cast to the model precision,
+    refit the energy shift, errors on the full training and validation sets as the curve's
+    last row, save. ``result``: the member's MemberResult, errors and wall time filled here."""
     model = model.with_precision(train.model.precision)
     model.eval()
     refit_energy_shift(model, train_frames)
     train_e, train_f = rmse_of_labeled(model, train_frames)
     val_e, val_f = rmse_of_labeled(model, val_frames)
+    curve_path = out_path.with_suffix(".csv")
     for p in model.parameters():
         if not torch.isfinite(p).all():
-            raise diverged(f"weights became NaN by step {steps}")
-    final_prefs = schedule.at(stop_lr, start_lr)
+            write_curve(curve_path, rows)
+            raise TrainingDiverged(f"{who}: weights became NaN by step {steps_done}")
     rows.append(
         {
-            "step": steps,
-            "lr": stop_lr,
+            "step": steps_done,
+            "lr": last_lr,
             "loss": final_prefs.energy * (train_e / 1e3) ** 2
             + final_prefs.forces * (train_f / 1e3) ** 2,
             "train_energy_rmse_meV_per_atom": train_e,
@@ -341,20 +411,12 @@ def _train_member(
     )
     write_curve(curve_path, rows)
     model.save(out_path)  # atomic
-    return MemberResult(
-        member=member,
-        checkpoint=str(out_path),
-        steps=steps,
-        wall_s=time.perf_counter() - t_start,
-        train_energy_rmse_meV_per_atom=train_e,
-        train_force_rmse_meV_per_A=train_f,
-        val_energy_rmse_meV_per_atom=val_e,
-        val_force_rmse_meV_per_A=val_f,
-        seed=seed,
-        n_train_frames=len(train_frames),
-        n_val_frames=len(val_frames),
-        init_from=None if init_from is None else str(init_from),
-    )
+    result.wall_s = time.perf_counter() - t_start
+    result.train_energy_rmse_meV_per_atom = train_e
+    result.train_force_rmse_meV_per_A = train_f
+    result.val_energy_rmse_meV_per_atom = val_e
+    result.val_force_rmse_meV_per_A = val_f
+    return result
 
 
 def refit_energy_shift(model: DeepPot, frames: list) -> None:
@@ -427,6 +489,28 @@ def _previous_result(
     )
 
 
+def stack_groups(members: list[int], stacks: int | str, executor: Executor) -> list[list[int]]:
+    """The members in consecutive groups, one stacked job each: ``stacks`` of them, or for
+    "auto" one per worker thread of a Dask cluster (one where the jobs ask for a GPU: all
+    members on one device; one on a thread pool, whose threads would contend for the
+    interpreter), never more than the members."""
+    if not members:
+        return []
+    if stacks == "auto":
+        client = getattr(executor, "_client", None)  # a Dask client's executor
+        resources = getattr(executor, "_kwargs", {}).get("resources") or {}
+        if client is not None and "GPU" in resources:
+            stacks = 1
+        elif client is not None:
+            stacks = sum(client.nthreads().values())
+        elif isinstance(executor, ThreadPoolExecutor):
+            stacks = 1
+        else:  # e.g. a process pool
+            stacks = getattr(executor, "_max_workers", 1)
+    n = max(1, min(int(stacks), len(members)))
+    return [[int(m) for m in part] for part in np.array_split(members, n)]
+
+
 def train_ensemble(
     data_files: list[str],
     out_dir: Path,
@@ -437,13 +521,17 @@ def train_ensemble(
     warm: bool = False,
     torch_threads: int | None = None,
 ) -> list[MemberResult]:
-    """Train train.ensemble_size members concurrently on the executor into out_dir/model-<m>.pt.
+    """Train train.ensemble_size members on the executor into out_dir/model-<m>.pt.
 
+    train.mode "stacked": the members train together as stacks (eelt.train.stacked), one job
+    per stack (see stack_groups; on a GPU worker a stack trains on its device); "members":
+    one job per member, concurrently.
     warm (with init_dir): member m starts from init_dir/model-<m>.pt for train.warm_steps at
-    train.warm_start_lr. Members whose checkpoint exists are skipped (resume). Writes
+    train.warm_start_lr. Members whose checkpoint exists are skipped (resume; stacked: the
+    missing members train as a smaller stack, each as it would have in the full one). Writes
     out_dir/metrics.json and out_dir/learning_curves.png; raises TrainingDiverged naming the
-    members that diverged after the others finished. ``torch_threads`` per member; None: on a
-    thread pool, the cores shared among the concurrent members (else the worker's setting).
+    members that diverged after the others finished. ``torch_threads`` per job; None: on a
+    thread pool, its cores shared among the concurrent jobs (else the worker's setting).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -465,9 +553,12 @@ def train_ensemble(
             results[m] = _previous_result(out_dir, m, member_seed(train.seed, m), known)
         else:
             to_train.append(m)
+    stacked = train.mode == "stacked"
+    stacks = stack_groups(to_train, train.stacks, executor) if stacked else []
     if torch_threads is None and isinstance(executor, ThreadPoolExecutor) and to_train:
-        # members in threads of one process: OpenMP teams per thread oversubscribe the cores
-        concurrent = min(len(to_train), getattr(executor, "_max_workers", len(to_train)))
+        # jobs in threads of one process: OpenMP teams per thread oversubscribe the cores
+        jobs = len(stacks) if stacked else len(to_train)
+        concurrent = min(jobs, getattr(executor, "_max_workers", jobs))
         torch_threads = max(1, (os.cpu_count() or 1) // concurrent)
 
     if warm:
@@ -476,18 +567,34 @@ def train_ensemble(
         if missing:
             raise FileNotFoundError(f"warm start checkpoints do not exist: {', '.join(missing)}")
 
-    futures: dict[Future, int] = {}
-    for m in to_train:
+    futures: dict[Future, list[int]] = {}
+    warm_kwargs = {"steps": train.warm_steps, "start_lr": train.warm_start_lr} if warm else {}
+    from eelt.train.stacked import train_stacked  # it builds on this module
+
+    for group in stacks:
+        kwargs: dict = {"members": group, "torch_threads": torch_threads, **warm_kwargs}
+        if warm:
+            kwargs["init_from"] = [str(Path(init_dir) / f"model-{m}.pt") for m in group]
+        future = executor.submit(
+            train_stacked,
+            data_files,
+            [str(out_dir / f"model-{m}.pt") for m in group],
+            train,
+            list(type_map),
+            [member_seed(train.seed, m) for m in group],
+            **kwargs,
+        )
+        futures[future] = group
+    for m in [] if stacked else to_train:
         seed = member_seed(train.seed, m)
         checkpoint = out_dir / f"model-{m}.pt"
-        kwargs: dict = {"member": m, "torch_threads": torch_threads}
+        kwargs = {"member": m, "torch_threads": torch_threads, **warm_kwargs}
         if warm:
-            init = str(Path(init_dir) / f"model-{m}.pt")
-            kwargs.update(init_from=init, steps=train.warm_steps, start_lr=train.warm_start_lr)
+            kwargs["init_from"] = str(Path(init_dir) / f"model-{m}.pt")
         future = executor.submit(
             train_member, data_files, str(checkpoint), train, list(type_map), seed, **kwargs
         )
-        futures[future] = m
+        futures[future] = [m]
 
     failed: dict[int, str] = {}
     other_error: BaseException | None = None
@@ -495,15 +602,23 @@ def train_ensemble(
     while pending:
         done, pending = wait(pending, return_when="FIRST_COMPLETED")
         for future in done:
-            m = futures[future]
+            ms = futures[future]
             try:
-                results[m] = future.result()
+                outcome = future.result()
             except TrainingDiverged as err:
-                failed[m] = str(err)
+                failed.update((m, str(err)) for m in ms)
+                continue
             except Exception as err:  # finish the other members, then re-raise
                 other_error = other_error or err
-                failed[m] = f"member {m}: {type(err).__name__}: {err}"
-            else:
+                for m in ms:
+                    failed[m] = f"member {m}: {type(err).__name__}: {err}"
+                continue
+            for m, r in zip(ms, outcome if stacked else [outcome], strict=True):
+                if isinstance(r, TrainingDiverged):
+                    failed[m] = str(r)
+                else:
+                    results[m] = r
+            if results:
                 _write_metrics(metrics_path, results)
 
     if results:

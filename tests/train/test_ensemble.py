@@ -10,8 +10,9 @@ from eelt.train import TrainingDiverged, train_ensemble
 from .conftest import TYPE_MAP, tiny_train
 
 
-def test_train_ensemble_threads_then_resume_and_warm(cu_data, tmp_path):
-    cfg = tiny_train(steps=30, ensemble_size=2, warm_steps=10)
+@pytest.mark.parametrize("mode", ["stacked", "members"])
+def test_train_ensemble_threads_then_resume_and_warm(cu_data, tmp_path, mode):
+    cfg = tiny_train(steps=30, ensemble_size=2, warm_steps=10, mode=mode)
     out = tmp_path / "iter-000"
     with ThreadPoolExecutor(2) as pool:
         results = train_ensemble([cu_data], out, cfg, TYPE_MAP, pool)
@@ -42,8 +43,9 @@ def test_train_ensemble_threads_then_resume_and_warm(cu_data, tmp_path):
         assert warm[1].init_from == str(out / "model-1.pt")
 
 
-def test_train_ensemble_lists_diverged_members(cu_data, tmp_path):
-    bad = tiny_train(steps=100, start_lr=1e3, stop_lr=1e2, ensemble_size=2)
+@pytest.mark.parametrize("mode", ["stacked", "members"])
+def test_train_ensemble_lists_diverged_members(cu_data, tmp_path, mode):
+    bad = tiny_train(steps=100, start_lr=1e3, stop_lr=1e2, ensemble_size=2, mode=mode)
     with ThreadPoolExecutor(2) as pool:
         with pytest.raises(
             TrainingDiverged, match=r"2 of 2 members diverged \(members \[0, 1\]\)"
@@ -53,9 +55,10 @@ def test_train_ensemble_lists_diverged_members(cu_data, tmp_path):
     assert not list((tmp_path / "bad").glob("model-*.pt"))
 
 
-def test_one_member_diverges_the_other_finishes(cu_data, tmp_path):
+@pytest.mark.parametrize("mode", ["stacked", "members"])
+def test_one_member_diverges_the_other_finishes(cu_data, tmp_path, mode):
     """Warm start from a previous ensemble whose member 1 holds NaN weights."""
-    cfg = tiny_train(steps=20, ensemble_size=2, warm_steps=10)
+    cfg = tiny_train(steps=20, ensemble_size=2, warm_steps=10, mode=mode)
     prev = tmp_path / "prev"
     with ThreadPoolExecutor(2) as pool:
         train_ensemble([cu_data], prev, cfg, TYPE_MAP, pool)

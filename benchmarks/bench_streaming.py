@@ -1,0 +1,136 @@
+"""Synchronous against streaming loop on the same config and cores: wall time to reach a test
+force RMSE, loop wall over labeling wall, worker busy share.
+
+Runs the water example's first stage (PySCF PBE/def2-SVP, 300/500 K walkers) twice with
+`eelt run --plain`, once with `loop.mode: synchronous` and once `streaming` (walker segments of
+``--segment-steps``, a generation per ``max_candidates`` new labels), both stopped by the same
+label budget. Every ensemble either run trained (iterations, generations) is then evaluated on
+the pooled held-out test frames of both runs (PySCF labels, drawn at random from each run's
+explored frames), against the time its models were written.
+
+    python benchmarks/bench_streaming.py [--max-labels 110] [--target 30] [--out-dir runs/bench-streaming]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ase.io
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def config(mode: str, max_labels: int, segment_steps: int, out: Path) -> Path:
+    data = yaml.safe_load((ROOT / "examples/water/eelt.yaml").read_text())
+    data["name"] = f"water-{mode}"
+    data["system"]["structures"] = [
+        str(ROOT / "examples/water" / s) for s in data["system"]["structures"]
+    ]
+    stage = data["explore"]["stages"][0]
+    stage["max_iterations"] = 100
+    data["explore"]["stages"] = [stage]
+    loop = data.setdefault("loop", {})
+    loop.update({"mode": mode, "max_labels": max_labels, "max_iterations": 100})
+    n_walkers = len(stage["temperatures_K"]) * stage.get("walkers_per_condition", 1)
+    if mode == "streaming":  # the same MD steps per max_candidates labels as an iteration
+        loop.update(
+            {
+                "segment_steps": segment_steps,
+                "generation_labels": data["examine"].get("max_candidates", 20),
+                "window_segments": n_walkers * max(stage["n_steps"] // segment_steps, 1),
+            }
+        )
+        # the same held-out frames per MD step: examine.test_frames counts per round here
+        per_iteration = data["examine"].get("test_frames", 4)
+        data["examine"]["test_frames"] = max(1, per_iteration * segment_steps // stage["n_steps"])
+    path = out / f"{mode}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def ensembles(run: Path, mode: str) -> list[tuple[str, Path, Path]]:
+    """(name, models dir, report whose mtime says when they were ready), in order."""
+    out = [("init", run / "init" / "train", run / "init" / "train" / "report.json")]
+    if mode == "synchronous":
+        for d in sorted(run.glob("iter-*/train")):
+            if (d / "report.json").is_file() and list(d.glob("model-*.pt")):
+                out.append((d.parent.name, d, d / "report.json"))
+    else:
+        for d in sorted((run / "stream" / "generations").glob("gen-*")):
+            if (d / "report.json").is_file() and list(d.glob("model-*.pt")):
+                out.append((d.name, d, d / "report.json"))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-labels", type=int, default=110)
+    parser.add_argument("--segment-steps", type=int, default=250)
+    parser.add_argument("--target", type=float, default=30.0, help="test force RMSE, meV/A")
+    parser.add_argument("--out-dir", type=Path, default=Path("runs/bench-streaming"))
+    args = parser.parse_args()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+
+    walls: dict[str, tuple[float, float]] = {}
+    for mode in ("synchronous", "streaming"):
+        cfg = config(mode, args.max_labels, args.segment_steps, args.out_dir)
+        run = args.out_dir / mode
+        t0 = time.time()
+        subprocess.run(
+            [sys.executable, "-m", "eelt.cli", "run", str(cfg), "--run-dir", str(run), "--plain",
+             "--quiet"], check=True,
+        )  # fmt: skip
+        walls[mode] = (t0, time.time() - t0)
+
+    from eelt.model import Ensemble
+    from eelt.train import evaluate_rmse
+
+    tests = []
+    for mode in walls:
+        for f in sorted((args.out_dir / mode / "data" / "test").glob("*.extxyz")):
+            tests += ase.io.read(f, ":")
+    print(f"pooled held-out frames: {len(tests)} (PySCF PBE/def2-SVP, both runs)")
+    print(f"{'mode':12} {'ensemble':9} {'time (s)':>9} {'labels':>7} {'test F RMSE':>12}")
+    summary = {}
+    for mode, (t0, wall) in walls.items():
+        run = args.out_dir / mode
+        state = json.loads((run / "state.json").read_text())
+        labels = [state["n_init_labeled"]] + [h["labels_total"] for h in state["iterations"]]
+        reached = None
+        for i, (name, models, report) in enumerate(ensembles(run, mode)):
+            rmse = evaluate_rmse(Ensemble.load(models), tests)["force_rmse_meV_per_A"]
+            at = report.stat().st_mtime - t0
+            n = labels[i] if i < len(labels) else None
+            print(f"{mode:12} {name:9} {at:9.0f} {n if n is not None else '-':>7} {rmse:12.1f}")
+            if reached is None and rmse <= args.target:
+                reached = at
+        t = state["time"]
+        summary[mode] = {
+            "wall_s": wall,
+            "labels": state["n_labels"],
+            "reached_target_s": reached,
+            "wall_over_label_wall": t.get("wall_over_label_wall"),
+            "busy_share": t.get("busy_share"),
+            "status": state["status"],
+        }
+    print()
+    print(f"{'mode':12} {'wall (s)':>9} {'labels':>7} {'to ' + format(args.target, 'g') + ' meV/A (s)':>18} "
+          f"{'wall/label wall':>16} {'busy':>6} status")  # fmt: skip
+    for mode, s in summary.items():
+        reached = f"{s['reached_target_s']:.0f}" if s["reached_target_s"] is not None else "never"
+        ratio = f"{s['wall_over_label_wall']:.1f}" if s["wall_over_label_wall"] else "-"
+        busy = f"{s['busy_share']:.0%}" if s["busy_share"] is not None else "-"
+        print(
+            f"{mode:12} {s['wall_s']:9.0f} {s['labels']:7d} {reached:>18} {ratio:>16} {busy:>6} {s['status']}"
+        )
+    (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,443 @@
+"""Train K ensemble members together as one MemberStack: one forward, one backward and one
+Adam step for all of them per training step.
+
+Each member keeps what ``train_member`` gives it alone: its seed (initial weights), its own
+shuffled data order (member k evaluates its own batch, see model.member_batch), its
+validation errors, learning curve, patience and divergence checks, and its checkpoint. The
+loss is the sum of the members' losses, so the gradient of member k's weights is that of its
+own loss, and Adam, elementwise and without gradient clipping, steps each member as K
+separate Adams would: for one member this is ``train_member`` to float round-off, for K
+members each is its own ``train_member`` run (tests/train/test_stacked.py).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eelt.config import TrainConfig
+from eelt.model import DeepPot
+from eelt.model.ensemble import ARCHITECTURE
+from eelt.model.member_batch import evaluate_members, frame_layout
+from eelt.model.stack import PRECISIONS, STAT_NAMES, MemberStack
+from eelt.train.curves import write_curve
+from eelt.train.data import (
+    LabeledFrame,
+    chunks,
+    collate_labeled_members,
+    label_frames,
+    read_frames,
+    split_train_validation,
+)
+from eelt.train.loss import PrefactorSchedule, learning_rate, member_losses
+from eelt.train.trainer import (
+    _LOSS_SMOOTHING,
+    DIVERGENCE_FACTOR,
+    WARMUP_STEPS,
+    MemberResult,
+    Patience,
+    TrainingDiverged,
+    _adam,
+    _BatchOrder,
+    _pick_device,
+    finish_member,
+    frames_per_batch,
+    model_kwargs,
+    torch_threads_set,
+)
+
+# Statistics of a member taken out of training (its weights are zeroed too), so that NaN
+# weights of a diverged member do not keep producing NaN in its slice of the stack.
+_NEUTRAL = {"s_mean": 0.0, "s_std": 1.0, "s_rms": 1.0, "a_std": 1.0, "n_norm": 1.0}
+
+
+def train_stacked(
+    data_files: list[str],
+    out_paths: list[str | Path],
+    train: TrainConfig,
+    type_map: list[str],
+    seeds: list[int],
+    init_from: list[str | Path] | None = None,
+    steps: int | None = None,
+    start_lr: float | None = None,
+    *,
+    members: list[int] | None = None,
+    device: str | None = "auto",
+    torch_threads: int | None = None,
+    packed: bool | None = None,
+) -> list[MemberResult | TrainingDiverged]:
+    """Train len(seeds) members together; member k as ``train_member(data_files,
+    out_paths[k], train, type_map, seeds[k], init_from[k], steps, start_lr)`` would.
+
+    Returns, in order, each member's MemberResult or, for a member whose training diverged,
+    the TrainingDiverged (the others finish). ``members``: the members' numbers in messages
+    and results (default: their seeds). ``torch_threads``: intra-op threads while training
+    (None: leave the caller's setting). ``packed``: see model.member_batch.packings.
+    """
+    with torch_threads_set(torch_threads):
+        return _train_stacked(
+            data_files,
+            [Path(p) for p in out_paths],
+            train,
+            list(type_map),
+            [int(s) for s in seeds],
+            None if init_from is None else [str(p) for p in init_from],
+            steps,
+            start_lr,
+            members=list(seeds) if members is None else list(members),
+            device=device,
+            packed=packed,
+        )
+
+
+def stack_members(models: list[DeepPot]) -> MemberStack:
+    """A trainable MemberStack holding the members' weights and statistics, in order."""
+    first = models[0].hparams
+    stack = MemberStack(
+        n_members=len(models),
+        type_map=first["type_map"],
+        rcut_A=first["rcut_A"],
+        rcut_smth_A=first["rcut_smth_A"],
+        embedding_widths=first["embedding_widths"],
+        axis_neuron=first["axis_neuron"],
+        fitting_widths=first["fitting_widths"],
+        dtype=PRECISIONS[first["precision"]],
+        generator=None,
+    )
+    states = [model.state_dict() for model in models]
+    stack.load_state_dict({key: torch.cat([s[key] for s in states]) for key in states[0]})
+    return stack.to(models[0].device)
+
+
+def member_state(stack: MemberStack, k: int) -> dict[str, torch.Tensor]:
+    """Member k's weights and statistics, as a DeepPot's state_dict (copies)."""
+    return {key: value[k : k + 1].detach().clone() for key, value in stack.state_dict().items()}
+
+
+def _initial_models(
+    train: TrainConfig,
+    type_map: list[str],
+    seeds: list[int],
+    init_from: list[str] | None,
+    whos: list[str],
+    statistics_frames: list,
+) -> list[DeepPot]:
+    """Cold: DeepPot(seed) per member, statistics of the training split (the same for all);
+    warm: each member's checkpoint, all of one architecture."""
+    if init_from is None:
+        kwargs = model_kwargs(train.model) | {"precision": train.precision}
+        models = [DeepPot(type_map, **kwargs, seed=seed) for seed in seeds]
+        models[0].set_statistics(statistics_frames)
+        with torch.no_grad():
+            for model in models[1:]:
+                for name in (*STAT_NAMES, "energy_shift"):
+                    getattr(model, name).copy_(getattr(models[0], name))
+        return models
+    models = []
+    for path, who in zip(init_from, whos, strict=True):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{who}: init_from checkpoint {path} does not exist")
+        model = DeepPot.load(path).with_precision(train.precision)
+        if list(model.type_map) != list(type_map):
+            raise ValueError(
+                f"{who}: init_from {path} has type_map {list(model.type_map)}, "
+                f"expected {list(type_map)}"
+            )
+        for name in ARCHITECTURE if models else ():
+            if model.hparams[name] != models[0].hparams[name]:
+                raise ValueError(
+                    f"{who}: init_from {path} has {name}={model.hparams[name]}, "
+                    f"{whos[0]}'s has {models[0].hparams[name]}; stacked training needs one "
+                    "architecture (train.mode: members trains them apart)"
+                )
+        models.append(model)
+    return models
+
+
+class _SameFrames:
+    """Frames every member evaluates (validation, energy-shift refits), in chunks of at most
+    CHUNK_ATOMS atoms for all members together, collated once when they hold at most
+    CACHE_ATOMS atoms (all members)."""
+
+    CHUNK_ATOMS = 4096
+    CACHE_ATOMS = 50_000
+
+    def __init__(self, frames: list[LabeledFrame], stack: MemberStack):
+        n = stack.n_members
+        self.frames, self.n_members = frames, n
+        self.dtype, self.device = stack.dtype, stack.device
+        self.groups = chunks(frames, max(64, self.CHUNK_ATOMS // n)) if frames else []
+        small = n * sum(f.n_atoms for f in frames) <= self.CACHE_ATOMS
+        self.cached = [self._collate(g) for g in self.groups] if small else None
+
+    def _collate(self, group: list[LabeledFrame]):
+        return collate_labeled_members([group] * self.n_members, self.dtype, self.device)
+
+    def batches(self):
+        return self.cached if self.cached is not None else map(self._collate, self.groups)
+
+    def errors(self, stack: MemberStack) -> tuple[np.ndarray, np.ndarray]:
+        """Each member's (energy RMSE meV/atom, force RMSE meV/Angstrom)."""
+        n = self.n_members
+        if not self.frames:
+            return np.full(n, math.nan), np.full(n, math.nan)
+        sum_e, sum_f = np.zeros(n), np.zeros(n)
+        with torch.no_grad():
+            for target in self.batches():
+                out = evaluate_members(stack, target.batch, forces=True)
+                de = (out["energy"] - target.energy_eV) / target.n_atoms
+                sum_e += de.square().sum(1).double().cpu().numpy()
+                df = out["forces"] - target.forces_eV_per_A
+                sum_f += df.square().sum((1, 2)).double().cpu().numpy()
+        n_components = 3 * sum(f.n_atoms for f in self.frames)
+        return 1e3 * np.sqrt(sum_e / len(self.frames)), 1e3 * np.sqrt(sum_f / n_components)
+
+    def refit_energy_shifts(self, stack: MemberStack, which: list[int]) -> None:
+        """refit_energy_shift for members ``which`` (least squares on element counts, eV)."""
+        if not self.frames or not which:
+            return
+        n_types = len(stack.type_map)
+        counts = np.array([np.bincount(f.graph.types, minlength=n_types) for f in self.frames])
+        residual = []
+        with torch.no_grad():
+            for target in self.batches():
+                out = evaluate_members(stack, target.batch, forces=False)
+                residual.append((target.energy_eV - out["energy"]).double().cpu().numpy())
+        residual = np.concatenate(residual, axis=1)
+        with torch.no_grad():
+            for k in which:
+                delta, *_ = np.linalg.lstsq(counts.astype(float), residual[k], rcond=None)
+                stack.energy_shift[k] += torch.as_tensor(
+                    delta, dtype=stack.dtype, device=stack.device
+                )
+
+
+def _retire(stack: MemberStack, optimizer: torch.optim.Optimizer, k: int) -> None:
+    """Zero member k's weights, Adam moments and statistics: it no longer trains (stopped,
+    its weights kept aside, or diverged), and its slice of the stack stays finite whatever
+    its weights were."""
+    n = stack.n_members
+    with torch.no_grad():
+        for p in stack.parameters():
+            p[k].zero_()
+            for value in optimizer.state.get(p, {}).values():
+                if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == n:
+                    value[k].zero_()
+        for name, value in _NEUTRAL.items():
+            getattr(stack, name)[k] = value
+        stack.energy_shift[k] = 0.0
+
+
+def _train_stacked(
+    data_files: list[str],
+    out_paths: list[Path],
+    train: TrainConfig,
+    type_map: list[str],
+    seeds: list[int],
+    init_from: list[str] | None,
+    steps: int | None,
+    start_lr: float | None,
+    *,
+    members: list[int],
+    device: str | None,
+    packed: bool | None,
+) -> list[MemberResult | TrainingDiverged]:
+    t_start = time.perf_counter()
+    n = len(seeds)
+    if not n or len(out_paths) != n or len(members) != n:
+        raise ValueError(f"need one out_path and member per seed; got {n} seeds")
+    if init_from is not None and len(init_from) != n:
+        raise ValueError(f"need one init_from per seed; got {len(init_from)} for {n} seeds")
+    whos = [f"member {m} (seed {s})" for m, s in zip(members, seeds, strict=True)]
+    steps = train.steps if steps is None else int(steps)
+    start_lr = train.start_lr if start_lr is None else float(start_lr)
+    if steps <= 0:
+        raise ValueError(f"{', '.join(whos)}: steps must be positive, got {steps}")
+    if start_lr <= 0:
+        raise ValueError(f"{', '.join(whos)}: start_lr must be positive, got {start_lr}")
+    stop_lr = min(train.stop_lr, start_lr)
+    dev = _pick_device(device)
+
+    frames = read_frames(data_files, type_map)
+    train_idx, val_idx = split_train_validation(len(frames), train.validation_fraction, train.seed)
+    models = _initial_models(
+        train, type_map, seeds, init_from, whos, [frames[i] for i in train_idx]
+    )
+    hparams = [dict(model.hparams) for model in models]
+    stack = stack_members(models).to(dev)
+    del models
+    dtype = stack.dtype
+
+    labeled = label_frames(frames, list(stack.type_map), float(stack.rcut_A))
+    train_frames = [labeled[i] for i in train_idx]
+    val_frames = [labeled[i] for i in val_idx]
+    del frames
+
+    schedule = PrefactorSchedule(
+        train.start_pref_e,
+        train.limit_pref_e,
+        train.start_pref_f,
+        train.limit_pref_f,
+        train.start_pref_v,
+        train.limit_pref_v,
+    )
+    use_virial = schedule.uses_virial and any(f.virial_eV is not None for f in train_frames)
+    optimizer = _adam(stack.parameters(), start_lr)
+    mean_atoms = float(np.mean([f.n_atoms for f in train_frames])) if train_frames else 1.0
+    batch_size = frames_per_batch(train.batch_size, mean_atoms)
+    orders = [_BatchOrder(np.arange(len(train_frames)), batch_size, seed) for seed in seeds]
+    layouts = [frame_layout(f.graph) for f in train_frames]
+    log_every = max(1, steps // 100)
+    settle_steps = min(
+        steps // 10,
+        max(2 * int(1 / _LOSS_SMOOTHING), len(train_frames) // batch_size),
+    )
+    refit_every = max(log_every, steps // 10)
+    warmup_steps = WARMUP_STEPS if init_from is None else WARMUP_STEPS // 2
+    warmup_steps = min(warmup_steps, steps // 10)
+    curve_paths = [p.with_suffix(".csv") for p in out_paths]
+
+    validation, training_set = _SameFrames(val_frames, stack), _SameFrames(train_frames, stack)
+    rows: list[list[dict[str, float]]] = [[] for _ in range(n)]
+    ema = [math.nan] * n
+    lowest = [math.inf] * n
+    patience = [Patience(train.patience_steps if val_frames else 0) for _ in range(n)]
+    active = [True] * n
+    diverged: dict[int, str] = {}
+    retired: set[int] = set()
+    stopped: dict[int, tuple[int, float, dict[str, torch.Tensor]]] = {}  # step, lr, weights
+
+    def diverge(k: int, message: str) -> None:
+        diverged[k] = f"{whos[k]}: {message}"
+        active[k] = False
+        write_curve(curve_paths[k], rows[k])
+
+    def blew_up(k: int, mse: float, step: int, what: str) -> bool:
+        lowest[k] = min(lowest[k], mse)
+        if mse > DIVERGENCE_FACTOR * lowest[k]:
+            diverge(
+                k,
+                f"loss grew {DIVERGENCE_FACTOR:g}x over its minimum by step {step} "
+                f"({what} energy+force MSE {mse:.3g}, minimum {lowest[k]:.3g})",
+            )
+            return True
+        return False
+
+    stack.train()
+    for step in range(steps):
+        lr = learning_rate(step, steps, start_lr, stop_lr)
+        if step < warmup_steps:  # as train_member
+            lr *= (step + 1) / warmup_steps
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        prefs = schedule.at(lr, start_lr)
+        drawn = [order.next() for order in orders]
+        target = collate_labeled_members(
+            [[train_frames[i] for i in idx] for idx in drawn],
+            dtype,
+            dev,
+            [[layouts[i] for i in idx] for idx in drawn],
+        )
+        pred = evaluate_members(
+            stack, target.batch, forces=True, virial=use_virial, create_graph=True, packed=packed
+        )
+        losses = member_losses(pred, target, prefs)
+        values = torch.stack([losses.loss.detach(), losses.mse_energy_per_atom, losses.mse_forces])
+        loss_values, mse_e, mse_f = values.tolist()  # one device sync
+        for k in range(n):
+            if active[k] and not math.isfinite(loss_values[k]):
+                kind = "NaN" if math.isnan(loss_values[k]) else "infinite"
+                diverge(k, f"loss became {kind} at step {step}")
+        if not val_frames:  # blow-up test as train_member's
+            for k in (k for k in range(n) if active[k]):
+                error = mse_f[k] * (schedule.start_f + schedule.limit_f > 0)
+                error += mse_e[k] * (schedule.start_e + schedule.limit_e > 0)
+                ema[k] = (
+                    error if math.isnan(ema[k]) else ema[k] + _LOSS_SMOOTHING * (error - ema[k])
+                )
+                if step >= settle_steps:
+                    blew_up(k, ema[k], step, "smoothed batch")
+        if step % log_every == 0 and any(active):
+            val_e, val_f = validation.errors(stack)
+            wall = time.perf_counter() - t_start
+            for k in (k for k in range(n) if active[k]):
+                mse = (val_e[k] / 1e3) ** 2 + (val_f[k] / 1e3) ** 2
+                if val_frames and blew_up(k, mse, step, "validation"):
+                    continue
+                rows[k].append(
+                    {
+                        "step": step,
+                        "lr": lr,
+                        "loss": loss_values[k],
+                        "train_energy_rmse_meV_per_atom": 1e3 * math.sqrt(mse_e[k]),
+                        "train_force_rmse_meV_per_A": 1e3 * math.sqrt(mse_f[k]),
+                        "val_energy_rmse_meV_per_atom": float(val_e[k]),
+                        "val_force_rmse_meV_per_A": float(val_f[k]),
+                        "wall_s": wall,
+                    }
+                )
+                if len(rows[k]) % 10 == 0:  # progress visible during long runs
+                    write_curve(curve_paths[k], rows[k])
+                if patience[k].stop(step, float(val_f[k])):
+                    stopped[k] = (step, lr, member_state(stack, k))
+                    active[k] = False
+        training = [k for k in range(n) if active[k]]
+        if not training:
+            break
+        total = losses.loss[training].sum() if len(training) < n else losses.loss.sum()
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        for k in (k for k in range(n) if not active[k] and k not in retired):
+            _retire(stack, optimizer, k)  # after the step: the graph held their weights
+            retired.add(k)
+        if (step + 1) % refit_every == 0:
+            training_set.refit_energy_shifts(stack, training)
+
+    stack.eval()
+    out: list[MemberResult | TrainingDiverged] = []
+    for k in range(n):
+        if k in diverged:
+            out.append(TrainingDiverged(diverged[k]))
+            continue
+        steps_done, last_lr, state = stopped.get(k, (steps, stop_lr, None))
+        model = DeepPot(**hparams[k])
+        model.load_state_dict(member_state(stack, k) if state is None else state)
+        result = MemberResult(
+            member=members[k],
+            checkpoint=str(out_paths[k]),
+            steps=steps_done,
+            wall_s=math.nan,
+            train_energy_rmse_meV_per_atom=math.nan,
+            train_force_rmse_meV_per_A=math.nan,
+            val_energy_rmse_meV_per_atom=math.nan,
+            val_force_rmse_meV_per_A=math.nan,
+            seed=seeds[k],
+            n_train_frames=len(train_frames),
+            n_val_frames=len(val_frames),
+            init_from=None if init_from is None else init_from[k],
+        )
+        try:
+            out.append(
+                finish_member(
+                    model.to(dev),
+                    out_paths[k],
+                    train,
+                    train_frames,
+                    val_frames,
+                    rows[k],
+                    steps_done,
+                    schedule.at(last_lr, start_lr),
+                    last_lr,
+                    whos[k],
+                    t_start,
+                    result,
+                )
+            )
+        except TrainingDiverged as err:
+            out.append(err)
+    return out

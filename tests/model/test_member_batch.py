@@ -1,0 +1,102 @@
+"""Per-member batches: member k of a stack on its own frames equals that member alone."""
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk, molecule
+
+from eelt.model import DeepPot, build_graph, collate
+from eelt.model.member_batch import (
+    PACK_PAD_ELEMENTS,
+    collate_members,
+    evaluate_members,
+    packings,
+)
+from eelt.train.stacked import stack_members
+
+TYPE_MAP = ["H", "C", "O", "Cu"]
+
+
+@pytest.fixture
+def members(small, methanol, rattled) -> list[DeepPot]:
+    """Three members of one architecture, different seeds and statistics."""
+    out = []
+    for seed in (1, 2, 3):
+        model = DeepPot(TYPE_MAP, seed=seed, **small)
+        model.set_statistics(rattled(methanol, 3, 0.1, seed=seed))
+        with torch.no_grad():
+            model.s_mean[0, 3] = 0.2  # Cu: statistics the molecules cannot give
+            model.energy_shift[0, 3] = -3.0
+        out.append(model)
+    return out
+
+
+def frames_per_member(methanol) -> list[list]:
+    """Different compositions per member (ghost atoms), molecules and a periodic cell."""
+    cu = bulk("Cu", "fcc", a=3.6, cubic=True)
+    cu.rattle(0.1, seed=1)
+    water, co2 = molecule("H2O"), molecule("CO2")
+    return [[methanol, water], [cu, methanol], [co2, co2]]
+
+
+@pytest.mark.parametrize("packed", [True, False, None])
+def test_each_member_sees_only_its_frames(members, methanol, packed):
+    stack = stack_members(members)
+    per_member = frames_per_member(methanol)
+    graphs = [[build_graph(a, TYPE_MAP, stack.rcut_A) for a in frames] for frames in per_member]
+    batch = collate_members(graphs, torch.float64)
+    assert batch.has_ghosts
+    out = evaluate_members(stack, batch, forces=True, virial=True, packed=packed)
+    for k, (model, graph) in enumerate(zip(members, graphs, strict=True)):
+        ref = model(collate(graph, torch.float64), forces=True, virial=True)
+        forces = out["forces"][k].detach()
+        np.testing.assert_allclose(out["energy"][k].detach(), ref["energy"].detach(), rtol=1e-13)
+        np.testing.assert_allclose(forces[batch.atom_order[k]], ref["forces"], atol=1e-12)
+        np.testing.assert_allclose(out["virial"][k].detach(), ref["virial"], atol=1e-12)
+        assert not forces[~batch.atom_mask[k]].any()  # ghost atoms: no forces
+
+
+def test_forces_are_minus_the_energy_gradient(members, methanol):
+    """Finite differences of member 1's energy on its own (periodic) frame."""
+    stack = stack_members(members)
+    per_member = frames_per_member(methanol)
+    graphs = [[build_graph(a, TYPE_MAP, stack.rcut_A) for a in f] for f in per_member]
+    out = evaluate_members(stack, collate_members(graphs, torch.float64), forces=True)
+    cu = per_member[1][0]
+    i = 2
+    order = collate_members(graphs, torch.float64).atom_order[1]
+    numeric = np.zeros(3)
+    for axis in range(3):
+        energies = []
+        for step in (1e-5, -1e-5):
+            moved = cu.copy()
+            moved.positions[i, axis] += step
+            g = [list(x) for x in graphs]
+            g[1][0] = build_graph(moved, TYPE_MAP, stack.rcut_A)
+            e = evaluate_members(stack, collate_members(g, torch.float64), forces=False)
+            energies.append(float(e["energy"][1, 0].detach()))
+        numeric[axis] = -(energies[0] - energies[1]) / 2e-5
+    np.testing.assert_allclose(out["forces"][1, order[i]].detach(), numeric, atol=1e-7)
+
+
+def test_blocks_group_by_size():
+    """Blocks of similar size share a group; a group pads at most PACK_PAD_ELEMENTS."""
+    members, widths = 4, (32, 256)
+    pairs, centers = packings((24, 8, 4), (6, 2, 1), members, widths, torch.device("cpu"), None)
+    sizes = sorted(n * s for n in (24, 8, 4) for s in (6, 2, 1))
+    assert sorted(n for nets, _ in pairs.groups for n in nets) == list(range(9))
+    assert 1 < len(pairs.groups) < 9
+    for nets, rows in pairs.groups:
+        padding = len(nets) * rows - sum(sorted(sizes, reverse=True)[: len(nets)])
+        assert padding * members * widths[0] <= PACK_PAD_ELEMENTS or len(nets) == 1
+    assert [len(nets) for nets, _ in centers.groups] == [2, 1]  # 24 and 8 together; 4 alone
+    one, _ = packings((24, 8, 4), (6, 2, 1), members, widths, torch.device("cpu"), True)
+    assert len(one.groups) == 1 and one.groups[0][1] == 144
+    small, _ = packings((24, 8, 4), (6, 2, 1), 1, (8, 8), torch.device("cpu"), None)
+    assert len(small.groups) == 1  # little arithmetic: one group whatever the padding
+
+
+def test_unequal_frame_counts_are_refused(methanol):
+    g = build_graph(methanol, TYPE_MAP, 4.0)
+    with pytest.raises(ValueError, match="equal counts"):
+        collate_members([[g, g], [g]])
