@@ -51,6 +51,9 @@ def test_busy_plus_idle_is_worker_time(timed_run):
         assert part["busy_share"] == pytest.approx(busy / part["worker_s"])
     # every kind of job was timed: walkers, DFT (EMT here), training
     assert all(v > 0 for v in state["time"]["busy_s"].values())
+    # a stacked training job counts once, not once per member: within its stage's wall
+    for part in [state["init_time"], *(h["time"] for h in state["iterations"])]:
+        assert part["busy_s"]["training"] <= part["stage_wall_s"]["train"] * 1.01
     # 2 slots of the thread pool
     first = state["iterations"][0]["time"]
     assert first["worker_s"] == pytest.approx(2 * first["wall_s"])
