@@ -10,7 +10,7 @@ import torch
 
 from eelt.model.deeppot import DeepPot
 from eelt.model.neighbors import Batch
-from eelt.model.stack import PRECISIONS, MemberStack
+from eelt.model.stack import MemberStack, stack_arguments, stacked_state
 
 ARCHITECTURE = ("type_map", "rcut_A", "rcut_smth_A", "embedding_widths", "axis_neuron")
 ARCHITECTURE += ("fitting_widths", "precision")
@@ -57,21 +57,8 @@ class Ensemble(MemberStack):
         if not members:
             raise ValueError("an Ensemble needs at least one member")
         check_same_architecture(members)
-        first = members[0].hparams
-        super().__init__(
-            n_members=len(members),
-            type_map=first["type_map"],
-            rcut_A=first["rcut_A"],
-            rcut_smth_A=first["rcut_smth_A"],
-            embedding_widths=first["embedding_widths"],
-            axis_neuron=first["axis_neuron"],
-            fitting_widths=first["fitting_widths"],
-            dtype=PRECISIONS[first["precision"]],
-            generator=None,
-        )
-        states = [member.state_dict() for member in members]
-        stacked = {key: torch.cat([state[key] for state in states]) for key in states[0]}
-        self.load_state_dict(stacked)
+        super().__init__(**stack_arguments(members))
+        self.load_state_dict(stacked_state(members))
         self.requires_grad_(False)
         self.to(members[0].device)
         self.member_hparams = [dict(member.hparams) for member in members]

@@ -265,3 +265,25 @@ class MemberStack(nn.Module):
         if center_inverse is not None:
             energy = energy.index_select(1, center_inverse)
         return energy + member_rows(self.energy_shift, start, stop)[:, types]
+
+
+def stack_arguments(members: Sequence) -> dict:
+    """MemberStack's constructor arguments for DeepPot ``members`` of one architecture."""
+    first = members[0].hparams
+    return {
+        "n_members": len(members),
+        "type_map": first["type_map"],
+        "rcut_A": first["rcut_A"],
+        "rcut_smth_A": first["rcut_smth_A"],
+        "embedding_widths": first["embedding_widths"],
+        "axis_neuron": first["axis_neuron"],
+        "fitting_widths": first["fitting_widths"],
+        "dtype": PRECISIONS[first["precision"]],
+        "generator": None,
+    }
+
+
+def stacked_state(members: Sequence[nn.Module]) -> dict[str, torch.Tensor]:
+    """The members' state_dicts concatenated along the member axis, in order."""
+    states = [member.state_dict() for member in members]
+    return {key: torch.cat([state[key] for state in states]) for key in states[0]}

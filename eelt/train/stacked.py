@@ -23,7 +23,7 @@ from eelt.config import TrainConfig
 from eelt.model import DeepPot
 from eelt.model.ensemble import ARCHITECTURE
 from eelt.model.member_batch import evaluate_members, frame_layout
-from eelt.model.stack import PRECISIONS, STAT_NAMES, MemberStack
+from eelt.model.stack import STAT_NAMES, MemberStack, stack_arguments, stacked_state
 from eelt.train.curves import write_curve
 from eelt.train.data import (
     LabeledFrame,
@@ -96,20 +96,8 @@ def train_stacked(
 
 def stack_members(models: list[DeepPot]) -> MemberStack:
     """A trainable MemberStack holding the members' weights and statistics, in order."""
-    first = models[0].hparams
-    stack = MemberStack(
-        n_members=len(models),
-        type_map=first["type_map"],
-        rcut_A=first["rcut_A"],
-        rcut_smth_A=first["rcut_smth_A"],
-        embedding_widths=first["embedding_widths"],
-        axis_neuron=first["axis_neuron"],
-        fitting_widths=first["fitting_widths"],
-        dtype=PRECISIONS[first["precision"]],
-        generator=None,
-    )
-    states = [model.state_dict() for model in models]
-    stack.load_state_dict({key: torch.cat([s[key] for s in states]) for key in states[0]})
+    stack = MemberStack(**stack_arguments(models))
+    stack.load_state_dict(stacked_state(models))
     return stack.to(models[0].device)
 
 
