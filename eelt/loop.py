@@ -215,7 +215,7 @@ class Loop(Exploration, Examination, Progress):
     def _train(
         self, out_dir: Path, init_dir: Path | None, n_new: int, iteration: int = -1
     ) -> dict[str, Any]:
-        from eelt.train import TrainingDiverged, train_ensemble
+        from eelt.train import train_warm_or_fresh
 
         cfg = self.config.train
         data_files = self.run.data_files()
@@ -233,18 +233,9 @@ class Loop(Exploration, Examination, Progress):
 
             executor = gpu_executor(executor)  # training on the GPU workers: one device per stack
         with tracking.task(f"{where}-train", what, cfg.ensemble_size) as progress:
-            try:
-                results = train_ensemble(
-                    files, out_dir, cfg, self.type_map, executor, init_dir=init_dir, warm=warm
-                )
-            except TrainingDiverged as err:
-                if not warm:
-                    raise EeltError(
-                        f"training diverged: {err}; lower train.start_lr or check the data"
-                    ) from None
-                # finished members are kept; the diverged ones start again from scratch
-                log.warning("warm start diverged (%s); training those members from scratch", err)
-                results = train_ensemble(files, out_dir, cfg, self.type_map, executor)
+            results = train_warm_or_fresh(
+                files, out_dir, cfg, self.type_map, executor, init_dir, warm, where
+            )
             progress.update(len(results))
         members = [r.to_dict() for r in results]
         summary = {

@@ -29,10 +29,12 @@ from eelt.examine.trust import (
     TrustCounts,
     adaptive_trust_lo,
     classify,
+    classify_frames,
     deviation_histogram,
 )
 
 __all__ = [
+    "classify_frames",
     "ACCURATE",
     "BUDGET_EXHAUSTED",
     "CANDIDATE",

@@ -95,8 +95,7 @@ class Examination:
             CANDIDATE,
             TRUST_CLASSES,
             TrustCounts,
-            adaptive_trust_lo,
-            classify,
+            classify_frames,
             deviation_histogram,
             draw_test_frames,
             ratio_converged,
@@ -109,22 +108,8 @@ class Examination:
         frames: list[Atoms] = []
         for path in self.run.explored_files(slot.iteration):
             frames += read_trajectory(path)
-        levels = self.trust_levels(slot)
-        unit = "_relative" if cfg.deviation == "relative" else "_eV_per_A"
-        key = keys.MAX_DEVI_F_REL if cfg.deviation == "relative" else keys.MAX_DEVI_F
-        devi = np.array([a.info.get(key, np.nan) for a in frames], dtype=float)
-        if cfg.trust_levels == "adaptive":
-            bounds = tuple(cfg.trust_lo_bounds_eV_per_A) if unit == "_eV_per_A" else (0.0, np.inf)
-            levels["trust_lo" + unit] = adaptive_trust_lo(
-                devi,
-                levels["trust_hi" + unit],
-                n_candidates=cfg.adaptive_n_candidates,
-                fraction=cfg.adaptive_fraction,
-                lo_bounds_eV_per_A=bounds,
-            )
-            levels["trust_source"] = "adaptive"
+        devi, levels, classes, unit = classify_frames(frames, self.trust_levels(slot), cfg)
         lo, hi = levels["trust_lo" + unit], levels["trust_hi" + unit]
-        classes = classify(devi, lo, hi)
         counts = TrustCounts.from_labels(classes)
         earlier = [
             self.run.read_report(self.run.stage_dir(it, "examine"))["accurate_ratio"]

@@ -125,6 +125,31 @@ class TrustCounts:
         }
 
 
+def classify_frames(frames: list, levels: dict, cfg) -> tuple[np.ndarray, dict, np.ndarray, str]:
+    """The frames' max force deviation (absolute or relative, per ``cfg.deviation``), the trust
+    levels with trust_lo made adaptive when ``cfg.trust_levels`` says so, and each frame's
+    class. Returns (deviations, levels, classes, unit suffix of the level keys)."""
+    from eelt import keys
+
+    levels = dict(levels)
+    relative = cfg.deviation == "relative"
+    unit = "_relative" if relative else "_eV_per_A"
+    key = keys.MAX_DEVI_F_REL if relative else keys.MAX_DEVI_F
+    devi = np.array([a.info.get(key, np.nan) for a in frames], dtype=float)
+    if cfg.trust_levels == "adaptive" and len(frames):
+        bounds = (0.0, np.inf) if relative else tuple(cfg.trust_lo_bounds_eV_per_A)
+        levels["trust_lo" + unit] = adaptive_trust_lo(
+            devi,
+            levels["trust_hi" + unit],
+            n_candidates=cfg.adaptive_n_candidates,
+            fraction=cfg.adaptive_fraction,
+            lo_bounds_eV_per_A=bounds,
+        )
+        levels["trust_source"] = "adaptive"
+    classes = classify(devi, levels["trust_lo" + unit], levels["trust_hi" + unit])
+    return devi, levels, classes, unit
+
+
 def deviation_histogram(
     max_devi_f: np.ndarray, trust_lo: float, trust_hi: float, path: str | os.PathLike
 ) -> Path:

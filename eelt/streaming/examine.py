@@ -56,27 +56,11 @@ def examine_segment(
         CANDIDATE,
         TRUST_CLASSES,
         TrustCounts,
-        adaptive_trust_lo,
-        classify,
+        classify_frames,
         draw_test_frames,
     )
 
-    levels = dict(levels)
-    relative = cfg.deviation == "relative"
-    unit = "_relative" if relative else "_eV_per_A"
-    key = keys.MAX_DEVI_F_REL if relative else keys.MAX_DEVI_F
-    devi = np.array([a.info.get(key, np.nan) for a in frames], dtype=float)
-    if cfg.trust_levels == "adaptive" and frames:
-        bounds = (0.0, np.inf) if relative else tuple(cfg.trust_lo_bounds_eV_per_A)
-        levels["trust_lo" + unit] = adaptive_trust_lo(
-            devi,
-            levels["trust_hi" + unit],
-            n_candidates=cfg.adaptive_n_candidates,
-            fraction=cfg.adaptive_fraction,
-            lo_bounds_eV_per_A=bounds,
-        )
-        levels["trust_source"] = "adaptive"
-    classes = classify(devi, levels["trust_lo" + unit], levels["trust_hi" + unit])
+    devi, levels, classes, unit = classify_frames(frames, levels, cfg)
     counts = TrustCounts.from_labels(classes)
     fresh = np.array(
         [i for i, h in enumerate(hashes) if h not in committed and hashes.index(h) == i],

@@ -64,7 +64,7 @@ def train_generation(
     every generation up to it (those of ``selection_dirs`` are its new ones), warm-started from
     generation - 1; write its report (last) and return it. ``loop`` is the run's
     :class:`eelt.loop.Loop` (its run directory, config, type map and test errors)."""
-    from eelt.train import TrainingDiverged, train_ensemble
+    from eelt.train import train_warm_or_fresh
 
     run, cfg = loop.run, loop.config.train
     out = stream.generation_dir(generation)
@@ -106,17 +106,9 @@ def train_generation(
     n_old = n_frames - len(train)
     warm = cfg.warm_start == "always" or (cfg.warm_start == "auto" and len(train) <= n_old)
     names = [str(f) for f in files]
-    try:
-        results = train_ensemble(
-            names, out, cfg, loop.type_map, executor, init_dir=previous, warm=warm
-        )
-    except TrainingDiverged as err:
-        if not warm:
-            raise EeltError(
-                f"generation {generation}: training diverged: {err}; lower train.start_lr"
-            ) from None
-        log.warning("generation %d: warm start diverged (%s); from scratch", generation, err)
-        results = train_ensemble(names, out, cfg, loop.type_map, executor)
+    results = train_warm_or_fresh(
+        names, out, cfg, loop.type_map, executor, previous, warm, f"generation {generation}"
+    )
     members = [r.to_dict() for r in results]
     report = {
         **base,

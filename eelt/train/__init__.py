@@ -9,7 +9,13 @@ from eelt.train.metrics import (
     predict_frames,
 )
 from eelt.train.stacked import train_stacked
-from eelt.train.trainer import MemberResult, TrainingDiverged, train_ensemble, train_member
+from eelt.train.trainer import (
+    MemberResult,
+    TrainingDiverged,
+    train_ensemble,
+    train_member,
+    train_warm_or_fresh,
+)
 
 __all__ = [
     "ErrorSums",
@@ -20,6 +26,7 @@ __all__ = [
     "evaluate_rmse",
     "predict_frames",
     "train_ensemble",
+    "train_warm_or_fresh",
     "train_member",
     "train_stacked",
 ]

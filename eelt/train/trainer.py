@@ -3,6 +3,7 @@ through an Executor (a Dask client's executor or a thread pool)."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -34,6 +35,8 @@ DIVERGENCE_FACTOR = 1000  # smoothed MSE this many times above its minimum means
 _LOSS_SMOOTHING = 0.1  # weight of the newest step in the moving average of the MSE
 WARMUP_STEPS = 100  # linear learning-rate warm-up of a cold start
 PATIENCE_MIN_GAIN = 0.01  # a validation error this much (relative) below the best resets patience
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
@@ -639,3 +642,31 @@ def train_ensemble(
             f"(members {sorted(failed)}): {detail}"
         )
     return [results[m] for m in sorted(results)]
+
+
+def train_warm_or_fresh(
+    data_files: list[str],
+    out_dir: Path,
+    train: TrainConfig,
+    type_map: list[str],
+    executor: Executor,
+    init_dir: Path | None,
+    warm: bool,
+    what: str,
+) -> list[MemberResult]:
+    """:func:`train_ensemble`, warm from ``init_dir`` when ``warm``; members whose warm start
+    diverged train again from scratch (finished members are kept). A cold training that
+    diverges is a user error naming ``what`` (one line)."""
+    from eelt.errors import EeltError
+
+    try:
+        return train_ensemble(
+            data_files, out_dir, train, type_map, executor, init_dir=init_dir, warm=warm
+        )
+    except TrainingDiverged as err:
+        if not warm:
+            raise EeltError(
+                f"{what}: training diverged: {err}; lower train.start_lr or check the data"
+            ) from None
+        log.warning("%s: warm start diverged (%s); training those members from scratch", what, err)
+        return train_ensemble(data_files, out_dir, train, type_map, executor)
