@@ -590,14 +590,6 @@ class RunConfig(Section):
                     f"explore.stages.{k}: trust_lo_eV_per_A ({lo}) must be below "
                     f"trust_hi_eV_per_A ({hi}) (a stage's levels override examine's)"
                 )
-        if self.loop.mode == "streaming":
-            if len(self.explore.stages) != 1:
-                raise ValueError("loop.mode 'streaming' runs one explore stage; give exactly one")
-            if self.examine.trust_levels == "calibrated":
-                raise ValueError(
-                    "loop.mode 'streaming' takes trust_levels 'fixed' or 'adaptive', not "
-                    "'calibrated'"
-                )
         return self
 
     def science(self) -> dict:

@@ -273,6 +273,7 @@ class Progress:
                 self.run.root,
                 times,
                 self.session.elapsed_s() if getattr(self, "session", None) else 0.0,
+                self.worker_slots,
             ),
         }
 

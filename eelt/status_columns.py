@@ -102,14 +102,17 @@ def labels_line(state: dict[str, Any]) -> str:
 
 def time_line(state: dict[str, Any]) -> str:
     """The run's wall time, the workers' busy time by kind of job, and the loop's wall time over
-    the wall time of its labeling."""
+    the DFT's own wall time (its jobs' seconds over the worker slots) and over the wall time of
+    its labeling stages (synchronous)."""
     t = state.get("time")
     if not t:
         return ""
     busy = ", ".join(f"{kind} {seconds:.0f} s" for kind, seconds in t["busy_s"].items())
     share = f"{t['busy_share']:.0%}" if t.get("busy_share") is not None else "-"
     ratio = f"{t['wall_over_label_wall']:.1f}" if t.get("wall_over_label_wall") else "-"
+    dft = f"{t['wall_over_dft_wall']:.1f}" if t.get("wall_over_dft_wall") else "-"
     return (
         f"time: run {t['run_wall_s']:.0f} s in {t['n_sessions']} session(s); workers busy "
-        f"{share} ({busy}; idle {t['idle_s']:.0f} s); loop wall / labeling wall {ratio}"
+        f"{share} ({busy}; idle {t['idle_s']:.0f} s); loop wall / DFT wall {dft}, "
+        f"/ labeling wall {ratio}"
     )

@@ -8,7 +8,9 @@ the attempt that finished it. Busy time
 comes from the jobs' own wall times in the reports: walkers' ``wall_s``, each computed label's
 wall time (``busy_s``), each trained member's ``wall_s``. A worker slot is one job at a time
 (``execution.n_workers x threads_per_worker``); worker time = slots x stage wall, idle = worker
-time - busy. A run's wall time is the sum of its sessions (``timing.json`` in the run
+time - busy. The DFT's own wall time is its jobs' seconds over the worker slots; the run's wall over
+it is the loop's cost beyond its labels in one figure (1.0: nothing but DFT, all workers busy).
+A run's wall time is the sum of its sessions (``timing.json`` in the run
 directory: each ``run_loop`` call from start to end), so an interrupted and resumed run counts
 the time it actually ran; time lost in a killed attempt of a stage is not in any stage's wall.
 """
@@ -114,9 +116,23 @@ def iteration_times(directory: Path, reports: dict[str, dict | None]) -> dict:
     }
 
 
-def run_times(root: Path, parts: list[dict[str, Any]], running_s: float = 0.0) -> dict[str, Any]:
+def dft_figures(run_wall_s: float, dft_busy_s: float, slots: int) -> dict[str, Any]:
+    """The DFT's own wall time (its jobs' seconds over the worker slots: how long the labels
+    would take with every worker on them and nothing else) and the run's wall over it, the
+    figure that says what a run costs beyond its DFT, in either loop mode."""
+    dft_wall = dft_busy_s / max(int(slots), 1)
+    return {
+        "dft_wall_s": dft_wall,
+        "wall_over_dft_wall": run_wall_s / dft_wall if dft_wall > 0 else None,
+    }
+
+
+def run_times(
+    root: Path, parts: list[dict[str, Any]], running_s: float = 0.0, slots: int = 1
+) -> dict[str, Any]:
     """The run's time: its sessions' wall (plus ``running_s`` of the session under way), the
-    stages' sums, and the loop's wall over the wall time of its labeling stages."""
+    stages' sums, the loop's wall over the wall time of its labeling stages, and over the
+    DFT's own wall time on ``slots`` worker slots (:func:`dft_figures`)."""
     record = read(root) or {"sessions": []}  # the run directory's: sessions
     run_wall = sum(s["wall_s"] for s in record["sessions"]) + running_s
     label_wall = sum(p["stage_wall_s"].get("label", 0.0) for p in parts)
@@ -137,4 +153,5 @@ def run_times(root: Path, parts: list[dict[str, Any]], running_s: float = 0.0) -
         "busy_share": total_busy / worker_s if worker_s else None,
         "label_wall_s": label_wall,
         "wall_over_label_wall": run_wall / label_wall if label_wall else None,
+        **dft_figures(run_wall, busy["dft"], slots),
     }

@@ -120,6 +120,38 @@ def iteration_plots_markdown(root: Path, index: int, record: dict[str, Any]) -> 
     )
 
 
+def generation_plots_markdown(root: Path, row: dict[str, Any]) -> str:
+    """A streaming generation's plots: the calibration of the ensembles that explored its
+    rounds, and its learning curves."""
+    g = row["generation"]
+    folder = Path(root) / "stream" / "generations" / f"gen-{g:03d}"
+    rmse = row.get("test_force_rmse_meV_per_A")
+    explorer = row.get("explorer_test_force_rmse_meV_per_A")
+    return "\n".join(
+        [
+            f"# Generation {g}: plots",
+            "",
+            f"Rounds {row['rounds'][0]}-{row['rounds'][1]} (stage {row['stage']}), explored by "
+            f"generation(s) {', '.join(str(e) for e in row['explored_by'])}; "
+            f"{row['n_labeled']} new labels, {row['n_test_labeled']} test frames; "
+            f"explorer test F RMSE {'-' if explorer is None else format(explorer, '.1f')} meV/A, "
+            f"this generation's {'-' if rmse is None else format(rmse, '.1f')} meV/A on "
+            f"{row['n_test_frames_total']} test frames.",
+            "",
+            "## Calibration: predicted deviation against the true force error",
+            "",
+            image_markdown(folder / "calibration.png", "calibration"),
+            "",
+            "## Learning curves",
+            "",
+            image_markdown(folder / "learning_curves.png", "learning curves")
+            if row["n_labeled"]
+            else "No new labels: not trained (the previous generation's models, measured on the "
+            "new test frames).",
+        ]
+    )
+
+
 def history_markdown(state: dict[str, Any], plot: Path | None = None) -> str:
     """The run's history: status, labels, one row per iteration, and the learning curve."""
 

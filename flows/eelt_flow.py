@@ -25,7 +25,13 @@ from eelt.errors import EeltError
 from eelt.execution import open_executor
 from eelt.loop import Loop, prepare_run, run_loop
 from eelt.tracking import tracking
-from flows.artifacts import artifact_key, history_markdown, iteration_plots_markdown, iteration_rows
+from flows.artifacts import (
+    artifact_key,
+    generation_plots_markdown,
+    history_markdown,
+    iteration_plots_markdown,
+    iteration_rows,
+)
 from flows.progress import ProgressArtifacts
 
 T = TypeVar("T")
@@ -58,6 +64,7 @@ class PrefectRunner:
     def __init__(self, run_name: str, root: Path):
         self.run_name = run_name
         self.root = Path(root)
+        self.published: set[int] = set()  # streaming generations whose plots are published
 
     def stage(self, name: str, body: Callable[[], T]) -> T:
         stage_task = task(
@@ -99,6 +106,17 @@ class PrefectRunner:
 
     def state_written(self, state: dict[str, Any]) -> None:
         publish_history(state)
+        if state.get("mode") == "streaming":  # each generation's plots as it lands
+            for row in state["iterations"]:
+                g = row["generation"]
+                if g in self.published:
+                    continue
+                create_markdown_artifact(
+                    generation_plots_markdown(self.root, row),
+                    key=artifact_key(self.run_name, f"generation-{g:03d}-plots"),
+                    description=f"{self.run_name}, generation {g}: calibration, learning curves",
+                )
+                self.published.add(g)
 
 
 def publish_history(state: dict[str, Any]) -> None:

@@ -39,6 +39,11 @@ def test_stage_walls_fit_in_the_run_wall(timed_run):
     total = sum(init.values()) + sum(h["wall_s"] for h in state["iterations"])
     assert sum(t["stage_wall_s"].values()) == pytest.approx(total)
     assert t["wall_over_label_wall"] == pytest.approx(t["run_wall_s"] / t["label_wall_s"])
+    # the DFT's own wall: its jobs' seconds over the worker slots, within the labeling stages
+    slots = Loop(run, None).worker_slots
+    assert t["dft_wall_s"] == pytest.approx(t["busy_s"]["dft"] / slots)
+    assert 0 < t["dft_wall_s"] <= t["label_wall_s"] * 1.05
+    assert t["wall_over_dft_wall"] == pytest.approx(t["run_wall_s"] / t["dft_wall_s"])
 
 
 def test_busy_plus_idle_is_worker_time(timed_run):

@@ -42,17 +42,32 @@ Design, and why:
   same models: the same trajectory); a label in flight is recomputed only if its hash file does
   not exist; a generation in training restarts from a cleared folder.
 - **Test frames and end states per generation**: each round holds ``examine.test_frames`` test
-  frames, spread over its segments, drawn uniformly from the fresh frames; a generation's test
-  frames are those of the rounds it is the first to train on (``data/test/iter-NNN.extxyz``, with
-  NNN = generation - 1), and its report has the errors on every test frame so far. The run ends
-  at a round's close: ``converged`` (accurate ratio >= examine.converged_accurate_ratio over the
-  last ``loop.window_segments`` segments, all explored by the newest generation; or the newest
-  finished generation's test force RMSE at examine.target_force_error_eV_per_A),
-  ``budget_exhausted`` (``loop.max_labels``, exactly: a selection never goes past the budget;
-  or ``max_dft_core_hours``), ``max_iterations`` (``loop.max_iterations`` generations started),
-  or ``stalled`` (a whole window without a candidate). An end still starts one last
-  generation for what no generation has seen yet (trained if there are new candidates, else
-  only measured on the new test frames), then waits for it.
+  frames, spread over its segments (the walker that gets a remainder turns round by round),
+  drawn uniformly from the fresh frames; a generation's test frames are those of the rounds it
+  is the first to train on (``data/test/iter-NNN.extxyz``, with NNN = generation - 1), and its
+  report has the errors on every test frame so far.
+- **Stages, as in the synchronous loop**: the config's explore stages run one after the other.
+  A stage ends at a round's close when it converges (accurate ratio >=
+  examine.converged_accurate_ratio over the last ``loop.window_segments`` segments, all of this
+  stage and explored by the newest generation; or the newest finished generation, tested on
+  this stage's frames, at examine.target_force_error_eV_per_A), spends its ``max_labels`` or
+  ``max_dft_core_hours`` (labels chosen in its rounds), stalls (a whole window of its segments
+  without a candidate), or starts its ``max_iterations``-th generation. The next stage begins
+  two rounds after that close (the round in between was already running): its walkers start
+  from its ``starts`` (its files, the system, or the last or most uncertain accurate frames of
+  the previous stage's last round, ``stream/stages/stage-NNN.extxyz``), and from then on each
+  walker goes on from its own last frame. Its trust levels and candidate cap are its own.
+- **The end**: the last stage's end ends the run (``converged``, ``budget_exhausted``,
+  ``stalled``, or ``max_iterations``: every stage reached its max_iterations), as do
+  ``loop.max_labels`` (exactly: a selection never goes past the budget) or
+  ``max_dft_core_hours``, ``loop.max_iterations`` (generations started), and
+  ``loop.stall_iterations`` (the newest generation's test force RMSE improved by no more than
+  stall_min_improvement on that of the generation stall_iterations before, on the older one's
+  test frames). An end still starts one last generation for what no generation has seen yet
+  (trained if there are new candidates, else only measured on the new test frames), then
+  waits for it. ``label.max_failed_fraction`` is checked over each generation's labels before
+  it trains: above it the run stops with one line (labels kept; a resume with a higher limit
+  goes on).
 - **Caps and diversity over a window**: a segment may choose at most max_candidates minus what
   the previous ``loop.window_segments - 1`` segments chose, diverse (farthest-point) against
   those choices too (:mod:`eelt.streaming.select`).
@@ -60,14 +75,13 @@ Design, and why:
   generation), and state.json rewritten as each generation lands (``iteration`` = generation),
   handed to the runner's ``state_written`` (the Prefect artifacts).
 
-What it does not do (yet): more than one explore stage, ``trust_levels: calibrated`` (both
-refused by the config), ``loop.stall_iterations``, ``label.max_failed_fraction`` (a failed label
-is recorded and left out), per-segment walker plots, the calibration plots, and reopening an
-ended run when a budget is raised (its end is a persisted decision; start a new run). A stage's
-``starts`` other than a list of files means the system's structures (walkers go on from their
-own last frames anyway), and its ``max_iterations`` is not used (``loop.max_iterations`` counts
-generations). Velocities do not carry over between a walker's segments (each draws fresh ones
-from its seed, as each synchronous iteration does). The loop's knobs ``segment_steps``,
+What it does not do (yet): ``trust_levels: calibrated`` (refused by the config), per-segment
+walker plots, the calibration plots, and reopening an ended run when a budget is raised (its
+end is a persisted decision; start a new run). Within a stage, walkers go on from their own last
+frames whatever ``starts`` says (it chooses where the stage's walkers begin). Velocities do not
+carry over between a walker's segments (each draws fresh ones from its seed, as each
+synchronous iteration does: over segments of ``segment_steps`` this acts as a stochastic
+thermostat, and an NVE stage is NVE only within a segment). The loop's knobs ``segment_steps``,
 ``generation_labels`` and ``window_segments`` may not change on resume (the schedule depends on
 them).
 """

@@ -62,18 +62,37 @@ def train_generation(
 ) -> dict[str, Any]:
     """Train generation ``generation`` (>= 1) on the initial data and the labeled candidates of
     every generation up to it (those of ``selection_dirs`` are its new ones), warm-started from
-    generation - 1; write its report (last) and return it. ``loop`` is the run's
-    :class:`eelt.loop.Loop` (its run directory, config, type map and test errors)."""
+    generation - 1, after calibrating the generations that explored its rounds on their labels
+    (:mod:`eelt.streaming.calibration`); write its report (last) and return it. ``loop`` is the
+    run's :class:`eelt.loop.Loop` (its run directory, config, type map and test errors)."""
+    from eelt.streaming.calibration import calibrate_generation
     from eelt.train import train_warm_or_fresh
 
     run, cfg = loop.run, loop.config.train
     out = stream.generation_dir(generation)
     if out.is_dir() and not (out / REPORT).is_file():
         shutil.rmtree(out)  # a killed attempt: train again from the start
+    out.mkdir(parents=True, exist_ok=True)
     started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
     iteration = generation - 1  # its data files are named as the synchronous loop's iteration
-    train = labeled_frames(selection_dirs, failed, CANDIDATES, labeler, executor, run.labels_dir)
-    tests = labeled_frames(selection_dirs, failed, TEST_FRAMES, labeler, executor, run.labels_dir)
+    groups = []
+    for d in selection_dirs:
+        labeled = [
+            labeled_frames([d], failed, name, labeler, executor, run.labels_dir)
+            for name in (CANDIDATES, TEST_FRAMES)
+        ]
+        groups.append((atomic.read_json(d / REPORT), *labeled))
+    train = [f for _, cands, _ in groups for f in cands]
+    tests = [f for _, _, t in groups for f in t]
+    explorers = {int(report["generation"]) for report, _, _ in groups}
+    calibrate_generation(
+        run.root,
+        generation,
+        groups,
+        {g: generation_models(run.root, stream, g) for g in explorers},
+        loop.config.examine.target_force_error_eV_per_A,
+        out,
+    )
     data_file = run.data_dir / f"iter-{iteration:03d}.extxyz"
     if train:
         atomic.write_frames(data_file, train)

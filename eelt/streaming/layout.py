@@ -10,7 +10,9 @@ stream/
   segments/r0003-w001.extxyz    walker 1's segment in round 3 (+ .summary.json, written last)
   selections/r0003-w001/        its examination: candidates.extxyz, test_frames.extxyz,
                                 report.json (last); labels.json once its labels are done
-  rounds/r0003.json             the end of round 3: the generation it started, the end state
+  rounds/r0003.json             the end of round 3: the generation it started, the end state,
+                                the stage it ended
+  stages/stage-001.extxyz       where stage 1's walkers start (written as the stage begins)
   generations/gen-002/          generation 2: model-*.pt, metrics.json, report.json (last)
 ```
 Generation 0 is the initial ensemble (``init/train``). Training data and test frames of
@@ -64,6 +66,9 @@ class StreamDir:
     def labels(self, walker: int, round_: int) -> dict[str, Any] | None:
         """What labeling a selection gave (written once every one of its jobs returned)."""
         return _read(self.selection_dir(walker, round_) / LABELS)
+
+    def stage_starts_path(self, stage: int) -> Path:
+        return self.root / "stages" / f"stage-{stage:03d}.extxyz"
 
     # --- rounds and generations --------------------------------------------------------------
     def round_path(self, round_: int) -> Path:

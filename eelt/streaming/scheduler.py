@@ -10,8 +10,9 @@ Every decision is taken in a canonical order, whatever order the futures finish 
 (round r, walker w) is examined after every segment before it in (r, w) order and after round
 r - 1 has closed; round r closes once its segments are examined and the generation started at
 round r - 1 (if any) has finished; round r's segments explore with the newest generation started
-at a round <= r - 2. So what a resumed run decides is what the uninterrupted one decided, and a
-decision found on disk is read instead of taken again.
+at a round <= r - 2, in the stage that rounds <= r - 2 left running (a stage ended at round c's
+close gives way to the next at round c + 2). So what a resumed run decides is what the
+uninterrupted one decided, and a decision found on disk is read instead of taken again.
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ from eelt.streaming.labels import label_selection
 from eelt.streaming.layout import CANDIDATES, StreamDir
 from eelt.streaming.rounds import RoundNumbers, close_round
 from eelt.streaming.walkers import (
+    Walker,
     deviation_key,
     read_segment,
     segment_job_kwargs,
     segment_start,
+    stage_starts,
     trust_hi,
     walkers,
 )
@@ -58,20 +61,22 @@ class Scheduler:
         self.train_executor = gpu_executor(self.executor) if gpus else self.executor
         self.labeler = loop._labeler()
         self.settings = self.labeler.settings()
-        self.levels = loop.trust_levels(Slot(0, 0, 0))
-        stage = self.config.explore.stages[0]
-        starts = self.run.stage_starts(0) if isinstance(stage.starts, list) else self.run.starts()
-        self.walkers = walkers(self.config, starts)
-        self.n_walkers = len(self.walkers)
-        self.cap = stage.max_candidates or self.config.examine.max_candidates
-        budgets = [b for b in (self.config.loop.max_labels, stage.max_labels) if b is not None]
-        self.max_labels = min(budgets) if budgets else None
+        self.stages = self.config.explore.stages
+        self.levels = [loop.trust_levels(Slot(0, s, 0)) for s in range(len(self.stages))]
+        first = self.stages[0]
+        starts = self.run.stage_starts(0) if isinstance(first.starts, list) else self.run.starts()
+        self.stage_walkers: dict[int, list[Walker]] = {0: walkers(self.config, starts, 0)}
+        self.stage_begins = [0]  # stage_begins[s]: the first round of stage s
+        self.stages_ended: set[int] = set()  # stages a close has ended
+        self.stage_labels = [0] * len(self.stages)  # labels chosen in each stage's rounds
+        self.calibrations: dict[int, dict[str, Any]] = {}  # finished generations' calibration
         init = self.run.read_report(self.run.init_dir("label")) or {}
         self.init_core_hours = float(init.get("dft_core_hours", 0.0))
         # the canonical record, rebuilt on resume from the files as the loop replays it
         self.committed: set[str] = self._training_hashes()
         self.n_labels = int(init.get("n_labeled", 0))
-        self.cursor = 0  # segments examined, in (round, walker) order
+        self.examined: list[tuple[int, int]] = []  # (walker, round) in (round, walker) order
+        self.next_exam = (0, 0)  # (round, walker) of the next segment to examine
         self.closed = 0  # rounds closed
         self.triggers: list[int] = []  # triggers[g - 1]: the round that started generation g
         self.end: dict[str, Any] | None = None
@@ -83,14 +88,81 @@ class Scheduler:
         self.segments: dict[Future, tuple[int, int]] = {}
         self.labeling: dict[Future, tuple[int, int]] = {}
         self.training: tuple[Future, int, tracking.Task] | None = None
-        self.next_round = [0] * self.n_walkers
         self.round_tasks: dict[int, tracking.Task] = {}
-        self.drivers = ThreadPoolExecutor(2 * self.n_walkers + 2, thread_name_prefix="eelt-stream")
+        # a thread per label batch in flight and one for training (made as they are needed)
+        self.drivers = ThreadPoolExecutor(256, thread_name_prefix="eelt-stream")
 
     # --- the canonical schedule --------------------------------------------------------------
     def generation_for_round(self, round_: int) -> int:
         """The generation round ``round_``'s segments explore with."""
         return sum(1 for t in self.triggers if t <= round_ - LAG_ROUNDS)
+
+    def stage_of(self, round_: int) -> int:
+        """The stage of round ``round_`` (known once rounds <= round_ - 2 have closed)."""
+        return max(s for s, first in enumerate(self.stage_begins) if first <= round_)
+
+    def round_walkers(self, round_: int) -> list[Walker] | None:
+        """The walkers of round ``round_``'s stage; None while they cannot be known yet (a
+        stage's first round waits for the previous round's segments: its starts may be their
+        frames)."""
+        s = self.stage_of(round_)
+        if s not in self.stage_walkers and (found := self._new_stage_walkers(s, round_)):
+            self.stage_walkers[s] = found
+        return self.stage_walkers.get(s)
+
+    def _new_stage_walkers(self, s: int, first: int) -> list[Walker] | None:
+        before = self.stage_walkers[self.stage_of(first - 1)]
+        if any((w, first - 1) not in self.finished for w in range(len(before))):
+            return None
+        path = self.stream.stage_starts_path(s)
+        if path.is_file():
+            starts = read_segment(path)
+        else:
+            previous = [
+                read_segment(self.stream.segment_path(w, first - 1)) for w in range(len(before))
+            ]
+            lo_key = (
+                "trust_lo_relative"
+                if self.config.examine.deviation == "relative"
+                else "trust_lo_eV_per_A"
+            )
+            starts, source = stage_starts(
+                self.config, s, self.run.starts(), self.run.stage_starts(s), previous,
+                self.round_levels(first - 1)[lo_key],
+            )  # fmt: skip
+            if not starts:
+                raise EeltError(f"explore.stages.{s}: no structure to start its walkers from")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_frames(path, starts)
+            log.info("stage %d begins at round %d: %d starts (%s)", s, first, len(starts), source)
+        return walkers(self.config, starts, s)
+
+    def round_levels(self, round_: int) -> dict[str, Any]:
+        """Round ``round_``'s trust levels: its stage's, or (``trust_levels: calibrated``) from
+        the calibration of the newest generation up to the one it explores with whose fit
+        crossed the target, as the synchronous loop takes them from the latest iteration's."""
+        from eelt.examine import calibrated_trust_levels
+        from eelt.streaming.calibration import read_calibration
+
+        levels = self.levels[self.stage_of(round_)]
+        cfg = self.config.examine
+        if cfg.trust_levels != "calibrated" or levels["deviation"] == "relative":
+            return levels
+        for g in range(self.generation_for_round(round_), 0, -1):
+            if g not in self.calibrations:
+                self.calibrations[g] = read_calibration(self.stream.generation_dir(g)) or {}
+            crossing = self.calibrations[g].get("calibration", {}).get("crossing_eV_per_A")
+            if crossing is not None:
+                lo, hi = calibrated_trust_levels(
+                    crossing, tuple(cfg.trust_lo_bounds_eV_per_A), cfg.trust_hi_factor
+                )
+                return {
+                    **levels,
+                    "trust_lo_eV_per_A": float(lo),
+                    "trust_hi_eV_per_A": float(hi),
+                    "trust_source": f"calibrated in generation {g}",
+                }
+        return levels
 
     def _generation_done(self, generation: int) -> bool:
         return generation == 0 or generation in self.generations
@@ -111,39 +183,50 @@ class Scheduler:
         path = self.stream.segment_path(w, r)
         return finished_walker(path) is not None or self.stream.segment_failure_path(w, r).is_file()
 
-    def _segment_ready(self, w: int) -> int | None:
-        """Walker ``w``'s next segment (its round) if it may run now: its previous segment has
-        ended, round r - 2 has closed and the generation it explores with has finished."""
-        while self.end is None:
-            r = self.next_round[w]
-            if (w, r) in self.finished:
-                self.next_round[w] += 1
+    def _ready_segments(self) -> list[tuple[int, int]]:
+        """Segments (walker, round) that may run now: round r - 2 has closed, the walker's
+        previous segment in the stage has ended and the generation it explores with has
+        finished. Only rounds ``closed`` and ``closed + 1`` can hold such segments."""
+        ready = []
+        running = set(self.segments.values())
+        for r in (self.closed, self.closed + 1):
+            if self.end is not None or (ws := self.round_walkers(r)) is None:
                 continue
-            if (w, r) in self.segments.values() or self.closed < r - 1:
-                return None
-            return r if self._generation_done(self.generation_for_round(r)) else None
-        return None
+            if not self._generation_done(self.generation_for_round(r)):
+                continue
+            first = r == self.stage_begins[self.stage_of(r)]
+            for w in range(len(ws)):
+                if (w, r) in self.finished or (w, r) in running:
+                    continue
+                if first or (w, r - 1) in self.finished:
+                    ready.append((w, r))
+        return ready
 
     def _collect_segments(self) -> bool:
         """Count the segments that ended in an earlier session (their files are there)."""
         progressed = False
-        for w in range(self.n_walkers):
-            while (r := self._segment_ready(w)) is not None and self._segment_done_on_disk(w, r):
+        while True:
+            found = [(w, r) for w, r in self._ready_segments() if self._segment_done_on_disk(w, r)]
+            if not found:
+                return progressed
+            for w, r in found:
                 self._round_task(r)
                 self._segment_finished(w, r)
-                progressed = True
-        return progressed
+            progressed = True
 
     def _submit_segments(self) -> bool:
         progressed = False
-        for w in range(self.n_walkers):
-            if (r := self._segment_ready(w)) is None:
-                continue
+        key = deviation_key(self.config)
+        for w, r in self._ready_segments():
             self._round_task(r)
-            walker = self.walkers[w]
-            previous = read_segment(self.stream.segment_path(w, r - 1)) if r else []
-            key = deviation_key(self.config)
-            start = segment_start(previous, walker.start, trust_hi(self.levels, self.config), key)
+            s = self.stage_of(r)
+            walker = self.stage_walkers[s][w]
+            if r == self.stage_begins[s]:
+                start = segment_start([], walker.start, None, key)
+            else:
+                previous = read_segment(self.stream.segment_path(w, r - 1))
+                hi = trust_hi(self.round_levels(r), self.config)
+                start = segment_start(previous, walker.start, hi, key)
             models = generation_models(self.run.root, self.stream, self.generation_for_round(r))
             path = self.stream.segment_path(w, r)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,7 +235,7 @@ class Scheduler:
                 str(models),
                 start,
                 str(path),
-                **segment_job_kwargs(self.config, walker, r, self.levels),
+                **segment_job_kwargs(self.config, walker, r, self.round_levels(r), s),
             )
             self.segments[future] = (w, r)
             progressed = True
@@ -160,8 +243,9 @@ class Scheduler:
 
     def _round_task(self, r: int) -> None:
         if r not in self.round_tasks:
-            what = f"round {r}: explore, {self.n_walkers} walker segments"
-            self.round_tasks[r] = tracking.task(f"stream-r{r:04d}-explore", what, self.n_walkers)
+            n = len(self.round_walkers(r))
+            what = f"round {r}: explore, {n} walker segments (stage {self.stage_of(r)})"
+            self.round_tasks[r] = tracking.task(f"stream-r{r:04d}-explore", what, n)
             self.round_tasks[r].__enter__()
 
     def _segment_finished(self, w: int, r: int) -> None:
@@ -169,7 +253,7 @@ class Scheduler:
         task = self.round_tasks.get(r)
         if task is not None:
             task.advance()
-            if task.done >= self.n_walkers:
+            if task.done >= task.total:
                 task.__exit__(None, None, None)
                 del self.round_tasks[r]
 
@@ -178,7 +262,8 @@ class Scheduler:
             future.result()
         except Exception as err:  # a dead worker or a crashed walker: a segment without frames
             reason = f"{type(err).__name__}: {err}"
-            log.warning("segment %s round %d failed: %s", self.walkers[w].name, r, reason)
+            name = self.stage_walkers[self.stage_of(r)][w].name
+            log.warning("segment %s round %d failed: %s", name, r, reason)
             atomic.write_json(self.stream.segment_failure_path(w, r), {"reason": reason})
         self._segment_finished(w, r)
 
@@ -186,20 +271,28 @@ class Scheduler:
     def _examine_ready(self) -> bool:
         progressed = False
         while self.end is None:
-            r, w = divmod(self.cursor, self.n_walkers)
-            if self.closed < r or (w, r) not in self.finished:
+            r, w = self.next_exam
+            if self.closed < r:
+                break
+            if w >= len(self.round_walkers(r)):
+                self.next_exam = (r + 1, 0)
+                continue
+            if (w, r) not in self.finished:
                 break
             report = self.stream.selection(w, r) or self._examine(w, r)
             self.selections[(w, r)] = report
             self.committed.update(report["candidate_hashes"], report["test_hashes"])
-            self.n_labels += report["n_selected"] + report["n_test_frames"]
+            spent = report["n_selected"] + report["n_test_frames"]
+            self.n_labels += spent
+            self.stage_labels[self.stage_of(r)] += spent
             if (record := self.stream.labels(w, r)) is not None:
                 self.labeled[(w, r)] = record
             else:
                 args = (self.stream.selection_dir(w, r), self.labeler, self.executor)
                 future = self.drivers.submit(label_selection, *args, self.run.labels_dir)
                 self.labeling[future] = (w, r)
-            self.cursor += 1
+            self.examined.append((w, r))
+            self.next_exam = (r, w + 1)
             progressed = True
         return progressed
 
@@ -211,19 +304,34 @@ class Scheduler:
         frames = [] if failure.is_file() else read_segment(path)
         summary_file = summary_path(path)
         walker_summary = atomic.read_json(summary_file) if summary_file.is_file() else {}
-        window = self._window(self.cursor)
-        earlier = [f for s in window for f in _frames(self._selection_dir(s) / CANDIDATES)]
-        budget = None if self.max_labels is None else max(self.max_labels - self.n_labels, 0)
+        s = self.stage_of(r)
+        stage = self.stages[s]
+        window = self._window()
+        earlier = [f for sel in window for f in _frames(self._selection_dir(sel) / CANDIDATES)]
+        budgets = [
+            budget - used
+            for budget, used in (
+                (self.config.loop.max_labels, self.n_labels),
+                (stage.max_labels, self.stage_labels[s]),
+            )
+            if budget is not None
+        ]
+        cap = stage.max_candidates or self.config.examine.max_candidates
+        n_walkers = len(self.stage_walkers[s])
         allowance = Allowance(
-            candidates=max(self.cap - sum(s["n_selected"] for s in window), 0),
-            budget=budget,
-            tests=walker_test_frames(self.config.examine.test_frames, self.n_walkers, w),
+            candidates=max(cap - sum(sel["n_selected"] for sel in window), 0),
+            budget=max(min(budgets), 0) if budgets else None,
+            # the round's test frames go to walkers in turn, one round to the next
+            tests=walker_test_frames(
+                self.config.examine.test_frames, n_walkers, (w - r) % n_walkers
+            ),
             earlier=earlier,
         )
         context = {
             "walker": w,
-            "walker_name": self.walkers[w].name,
+            "walker_name": self.stage_walkers[s][w].name,
             "round": r,
+            "stage": s,
             "generation": self.generation_for_round(r),
             "n_frames": len(frames),
             "restarts": walker_summary.get("restarts", 0),
@@ -234,24 +342,20 @@ class Scheduler:
         out = self.stream.selection_dir(w, r)
         hashes = [frame_hash(f, self.settings) for f in frames]
         report = examine_segment(
-            frames, hashes, self.committed, self.levels, self.config.examine, allowance,
+            frames, hashes, self.committed, self.round_levels(r), self.config.examine, allowance,
             (r, w), out, context,
         )  # fmt: skip
         log.info(
             "round %d %s: %d frames, accurate %.3f; %d candidates, %d test frames",
-            r, self.walkers[w].name, len(frames), report["accurate_ratio"],
+            r, context["walker_name"], len(frames), report["accurate_ratio"],
             report["n_selected"], report["n_test_frames"],
         )  # fmt: skip
         return report
 
-    def _window(self, index: int) -> list[dict[str, Any]]:
-        """Selection reports of the segments before canonical ``index`` in its window."""
-        first = max(index - self.config.loop.window_segments + 1, 0)
-        return [self.selections[self._key(i)] for i in range(first, index)]
-
-    def _key(self, index: int) -> tuple[int, int]:
-        r, w = divmod(index, self.n_walkers)
-        return w, r
+    def _window(self) -> list[dict[str, Any]]:
+        """Selection reports of the segments examined last, in the next one's window."""
+        size = self.config.loop.window_segments - 1
+        return [self.selections[k] for k in self.examined[-size:]] if size else []
 
     def _selection_dir(self, report: dict[str, Any]):
         return self.stream.selection_dir(report["walker"], report["round"])
@@ -261,7 +365,8 @@ class Scheduler:
         progressed = False
         while self.end is None:
             r = self.closed
-            if self.cursor < (r + 1) * self.n_walkers:
+            ws = self.round_walkers(r)
+            if ws is None or (self.next_exam[0] <= r and self.next_exam[1] < len(ws)):
                 break
             visible = sum(1 for t in self.triggers if t <= r - 1)
             if not self._generation_done(visible):
@@ -277,6 +382,10 @@ class Scheduler:
                 self.triggers.append(r)
                 if record["trigger"] != len(self.triggers):
                     raise EeltError(f"stream/rounds: round {r} starts a generation out of order")
+            if record.get("stage_end") is not None:
+                self.stages_ended.add(self.stage_of(r))
+            if record.get("next_stage") is not None:
+                self.stage_begins.append(r + LAG_ROUNDS)
             if record["end"] is not None:
                 self.end = {**record["end"], "round": r}
             self.closed += 1
@@ -284,10 +393,11 @@ class Scheduler:
         return progressed
 
     def _round_numbers(self, r: int, visible: int) -> RoundNumbers:
-        last = (r + 1) * self.n_walkers
         size = self.config.loop.window_segments
-        window = [self.selections[self._key(i)] for i in range(max(last - size, 0), last)]
+        window = [self.selections[k] for k in self.examined[-size:]]
         since = self.triggers[-1] if self.triggers else -1
+        s = self.stage_of(r)
+        in_stage = [k for k in self.labeled if self.stage_of(k[1]) == s]
         recent = [s for (_, rr), s in self.selections.items() if rr > since]
         pending = sum(s["n_selected"] for s in recent)
         hours = self.init_core_hours + sum(rec["dft_core_hours"] for rec in self.labeled.values())
@@ -301,7 +411,32 @@ class Scheduler:
             pending=pending,
             unseen=pending + sum(s["n_test_frames"] for s in recent),
             generations=len(self.triggers),
+            stage=s,
+            stage_generations=sum(1 for t in self.triggers if self.stage_of(t) == s),
+            stage_labels=self.stage_labels[s],
+            stage_core_hours=sum(self.labeled[k]["dft_core_hours"] for k in in_stage),
+            stage_ending=s in self.stages_ended,
+            newest_covers_stage=visible > 0 and self.triggers[visible - 1] >= self.stage_begins[s],
+            stall=self._stall_pair(visible),
         )
+
+    def _stall_pair(self, newest: int) -> tuple[float | None, float | None]:
+        """(newest, older) test force RMSE for loop.stall_iterations: generation ``newest``
+        against generation newest - k, both on the test frames the older one was measured on
+        (generation 0, the initial ensemble, has none)."""
+        from eelt.train import ErrorSums
+
+        k = self.config.loop.stall_iterations
+        if k is None or newest - k < 1:
+            return None, None
+        sums = self.generations[newest].get("test_sums_by_iteration", {})
+        older = self.generations[newest - k].get("test_sums_by_iteration", {})
+        new_parts = [ErrorSums.from_dict(v) for key, v in sums.items() if key in older]
+        if not new_parts:
+            return None, None
+        old = ErrorSums.total(ErrorSums.from_dict(v) for v in older.values()).metrics()
+        new = ErrorSums.total(new_parts).metrics()
+        return new["force_rmse_meV_per_A"], old["force_rmse_meV_per_A"]
 
     # --- generations ---------------------------------------------------------------------------
     def _start_generation(self) -> bool:
@@ -315,11 +450,14 @@ class Scheduler:
             return True
         cutoff = self.triggers[g - 1]
         since = self.triggers[g - 2] if g >= 2 else -1
-        keys = [(w, r) for r in range(since + 1, cutoff + 1) for w in range(self.n_walkers)]
+        keys = [
+            (w, r) for r in range(since + 1, cutoff + 1) for w in range(len(self.round_walkers(r)))
+        ]
         if any(k not in self.labeled for k in keys):
             return False  # its labels have not all arrived
         dirs = [self.stream.selection_dir(w, r) for w, r in keys]
         failed = {f["hash"] for k in keys for f in self.labeled[k]["failed"]}
+        self._check_failed(g, keys, len(failed))
         n_new = sum(self.selections[k]["n_selected"] for k in keys)
         task = tracking.task(
             f"stream-gen-{g:03d}-train",
@@ -333,6 +471,19 @@ class Scheduler:
         self.training = (future, g, task)
         log.info("generation %d: training on labels up to round %d", g, cutoff)
         return True
+
+    def _check_failed(self, g: int, keys: list[tuple[int, int]], n_failed: int) -> None:
+        """label.max_failed_fraction over a generation's labels: stop the run with one line
+        (every finished label stays in the store; a resume with a higher limit goes on)."""
+        limit = self.config.label.max_failed_fraction
+        n = sum(
+            self.selections[k]["n_selected"] + self.selections[k]["n_test_frames"] for k in keys
+        )
+        if limit is not None and n and n_failed / n > limit:
+            raise EeltError(
+                f"generation {g}: {n_failed} of {n} labels failed ({n_failed / n:.0%} > "
+                f"label.max_failed_fraction {limit:g}); see stream/selections/*/labels.json"
+            )
 
     def _on_generation(self, future: Future, g: int, task: tracking.Task) -> None:
         self.training = None
@@ -358,7 +509,7 @@ class Scheduler:
 
     def publish(self) -> dict[str, Any]:
         """Write state.json (the run's summary) and hand it to ``on_state`` (the UI)."""
-        state = summary.state(self.loop, self.stream, self.n_walkers)
+        state = summary.state(self.loop, self.stream)
         self.run.write_state(state)
         self.on_state(state)
         return state
@@ -367,7 +518,8 @@ class Scheduler:
         atomic.write_json(
             self.stream.state_path,
             {
-                "segments_examined": self.cursor,
+                "segments_examined": len(self.examined),
+                "stage": self.stage_of(self.closed + 1),
                 "rounds_closed": self.closed,
                 "labels_chosen": self.n_labels,
                 "generations_started": len(self.triggers),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from eelt import timing
+from eelt.streaming.calibration import read_calibration
 from eelt.streaming.layout import StreamDir
 
 
@@ -22,10 +23,13 @@ def _rounds(stream: StreamDir) -> list[dict[str, Any]]:
     return out
 
 
-def _selections(stream: StreamDir, rounds: range, n_walkers: int):
+def _selections(stream: StreamDir, rounds: range):
     """(selection report, labels record or None) of every examined segment in ``rounds``."""
+    by_round: dict[int, list[int]] = {}
+    for d in _dirs(stream):  # r0003-w001
+        by_round.setdefault(int(d.name[1:5]), []).append(int(d.name[7:10]))
     for r in rounds:
-        for w in range(n_walkers):
+        for w in sorted(by_round.get(r, [])):
             if (sel := stream.selection(w, r)) is not None:
                 yield sel, stream.labels(w, r)
 
@@ -34,7 +38,7 @@ def _sum(rows, key: str) -> float:
     return sum(row.get(key) or 0 for row in rows)
 
 
-def state(loop, stream: StreamDir, n_walkers: int) -> dict[str, Any]:
+def state(loop, stream: StreamDir) -> dict[str, Any]:
     """The run's summary (see the module docstring); ``status`` stays running until the end
     decided at a round's close has every label and generation it waits for."""
     run = loop.run
@@ -49,7 +53,7 @@ def state(loop, stream: StreamDir, n_walkers: int) -> dict[str, Any]:
             break
         generations[g] = report
     last_round = max(len(rounds), max((int(p.name[1:5]) for p in _dirs(stream)), default=-1) + 1)
-    every = list(_selections(stream, range(last_round), n_walkers))
+    every = list(_selections(stream, range(last_round)))
     labeled = [lab for _, lab in every if lab is not None]
     n_init = int(init.get("n_labeled", 0))
     n_train = n_init + int(_sum(labeled, "n_labeled"))
@@ -58,13 +62,16 @@ def state(loop, stream: StreamDir, n_walkers: int) -> dict[str, Any]:
     history, labels_total, hours_total = [], n_init, float(init.get("dft_core_hours", 0.0))
     for g, report in generations.items():
         first = triggers[g - 2] + 1 if g >= 2 else 0
-        pairs = list(_selections(stream, range(first, triggers[g - 1] + 1), n_walkers))
+        pairs = list(_selections(stream, range(first, triggers[g - 1] + 1)))
         sels = [s for s, _ in pairs]
         labs = [lab for _, lab in pairs if lab is not None]
         n_total = int(_sum(sels, "n_total"))
         labels_total += int(_sum(labs, "n_labeled") + _sum(labs, "n_test_labeled"))
         hours_total += float(_sum(labs, "dft_core_hours"))
         test = report.get("test", {})
+        cal = read_calibration(stream.generation_dir(g)) or {}
+        explorer = cal.get("explorer_test", {})
+        calibration = cal.get("calibration", {})
 
         def share(key: str, sels=sels, n_total=n_total) -> float | None:
             return _sum(sels, key) / n_total if n_total else None
@@ -73,7 +80,7 @@ def state(loop, stream: StreamDir, n_walkers: int) -> dict[str, Any]:
             {
                 "iteration": g,
                 "generation": g,
-                "stage": 0,
+                "stage": rounds[triggers[g - 1]].get("stage", 0),
                 "rounds": [first, triggers[g - 1]],
                 "explored_by": sorted({s["generation"] for s in sels}),
                 "n_segments": len(sels),
@@ -96,6 +103,15 @@ def state(loop, stream: StreamDir, n_walkers: int) -> dict[str, Any]:
                 "test_force_rmse_meV_per_A": test.get("force_rmse_meV_per_A"),
                 "test_force_mae_meV_per_A": test.get("force_mae_meV_per_A"),
                 "test_energy_rmse_meV_per_atom": test.get("energy_rmse_meV_per_atom"),
+                "explorer_test_force_rmse_meV_per_A": explorer.get("force_rmse_meV_per_A"),
+                "explorer_test_force_mae_meV_per_A": explorer.get("force_mae_meV_per_A"),
+                "explorer_test_energy_rmse_meV_per_atom": explorer.get("energy_rmse_meV_per_atom"),
+                "explorer_test_force_rmse_by_class_meV_per_A": {
+                    k: v.get("force_rmse_meV_per_A")
+                    for k, v in cal.get("explorer_test_by_class", {}).items()
+                },
+                "calibration_spearman": calibration.get("spearman"),
+                "calibration_crossing_eV_per_A": calibration.get("crossing_eV_per_A"),
                 "train_wall_s": report.get("wall_s"),
                 "wall_s": report.get("wall_s"),
                 "models_dir": report["models_dir"],
@@ -128,7 +144,12 @@ def state(loop, stream: StreamDir, n_walkers: int) -> dict[str, Any]:
         "dft_core_hours": hours,
         "models_dir": newest or str(run.init_dir("train").relative_to(run.root)),
         "stream": {
-            "n_walkers": n_walkers,
+            "stage": rounds[-1].get("stage", 0) if rounds else 0,
+            "stages_ended": [
+                {"stage": rec.get("stage", 0), "round": rec["round"], **rec["stage_end"]}
+                for rec in rounds
+                if rec.get("stage_end")
+            ],
             "rounds_closed": len(rounds),
             "segments_examined": len(every),
             "generations_started": len(triggers),
@@ -160,5 +181,6 @@ def _times(loop, busy: dict[str, float]) -> dict[str, Any]:
         "worker_s": worker_s,
         "idle_s": max(worker_s - total, 0.0),
         "busy_share": total / worker_s if worker_s else None,
-        "wall_over_label_wall": None,
+        "wall_over_label_wall": None,  # no labeling stage: labels run beside everything else
+        **timing.dft_figures(run_wall, busy["dft"], loop.worker_slots),
     }

@@ -1,10 +1,12 @@
-"""The streaming run's walkers and their segments: who walks (start x condition x repeat, as in
-the synchronous exploration), where a segment starts, and the job that runs it.
+"""The streaming run's walkers and their segments: who walks in a stage (start x condition x
+repeat, as in the synchronous exploration), where a stage's walkers start, where a segment
+starts, and the job that runs it.
 
 A segment is ``loop.segment_steps`` MD steps of one walker with the ensemble of one generation.
 It starts from the last frame of the walker's previous segment at or below trust_hi, as read
 back from that segment's trajectory file (so a resumed run starts it from the very same numbers
-as an uninterrupted one), with fresh Maxwell-Boltzmann velocities from its own seed.
+as an uninterrupted one), with fresh Maxwell-Boltzmann velocities from its own seed. The first
+segment of a stage starts from the stage's starts (:func:`stage_starts`).
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ class Walker:
     pressure_bar: float | None
 
 
-def walkers(config: RunConfig, starts: list[Atoms]) -> list[Walker]:
-    """Every start x condition x walkers_per_condition of the (one) stage, named as the
+def walkers(config: RunConfig, starts: list[Atoms], stage_index: int = 0) -> list[Walker]:
+    """Every start x condition x walkers_per_condition of stage ``stage_index``, named as the
     synchronous exploration names them."""
-    stage = config.explore.stages[0]
+    stage = config.explore.stages[stage_index]
     conditions = stage.conditions()
     per_start = len(conditions) * stage.walkers_per_condition
     out = []
@@ -62,6 +64,50 @@ def segment_start(previous: list[Atoms], start: Atoms, trust_hi: float | None, k
             break
     else:
         frame = start
+    return _bare(frame)
+
+
+def stage_starts(
+    config: RunConfig,
+    stage_index: int,
+    system: list[Atoms],
+    files: list[Atoms],
+    previous: list[list[Atoms]],
+    previous_trust_lo: float | None,
+) -> tuple[list[Atoms], str]:
+    """Where stage ``stage_index``'s walkers start, and a line saying from what: its own
+    ``files``, the ``system`` structures, or (``last``, ``uncertain``) the frames of the
+    previous stage's last round (``previous``: one trajectory per segment): each segment's last
+    frame, or the most uncertain frames below ``previous_trust_lo``; at most ``max_starts``.
+    The system's structures when the previous round left no frame."""
+    stage = config.explore.stages[stage_index]
+    key = deviation_key(config)
+    trajectories = [t for t in previous if t]
+    if isinstance(stage.starts, list):
+        frames, source = files, "stage files"
+    elif stage.starts == "system" or not trajectories:
+        frames, source = system, "system"
+        if stage.starts != "system":
+            source += " (the previous stage's last round left no frame)"
+    else:
+        frames, source = [t[-1] for t in trajectories], "last frames of the previous stage"
+        if stage.starts == "uncertain":
+            accurate = [
+                f
+                for t in trajectories
+                for f in t
+                if previous_trust_lo is not None and f.info.get(key, np.inf) < previous_trust_lo
+            ]
+            if accurate:
+                accurate.sort(key=lambda f: -f.info[key])
+                frames = accurate[: stage.max_starts or len(trajectories)]
+                source = "most uncertain accurate frames of the previous stage"
+    if stage.max_starts is not None:
+        frames = frames[: stage.max_starts]
+    return [_bare(f) for f in frames], source
+
+
+def _bare(frame: Atoms) -> Atoms:
     return Atoms(
         numbers=frame.numbers.copy(),
         positions=frame.positions.copy(),
@@ -71,12 +117,16 @@ def segment_start(previous: list[Atoms], start: Atoms, trust_hi: float | None, k
 
 
 def segment_job_kwargs(
-    config: RunConfig, walker: Walker, round_: int, levels: dict[str, Any]
+    config: RunConfig,
+    walker: Walker,
+    round_: int,
+    levels: dict[str, Any],
+    stage_index: int = 0,
 ) -> dict[str, Any]:
-    """Keyword arguments of :func:`eelt.explore.job.walker_job` for one segment (all but the
-    ensemble, the start and the output path)."""
+    """Keyword arguments of :func:`eelt.explore.job.walker_job` for one segment of a walker of
+    stage ``stage_index`` (all but the ensemble, the start and the output path)."""
     explore = config.explore
-    stage = explore.stages[0]
+    stage = explore.stages[stage_index]
     return {
         "walker": walker.name,
         "forces_from": explore.forces_from,

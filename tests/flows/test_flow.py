@@ -47,4 +47,34 @@ def test_flow_runs_the_loop_and_publishes_artifacts(tmp_path, prefect_harness):
     assert "new test F RMSE" in history and "held-out test frames" in history
     assert "](data:image/png;base64," in history  # the learning curve, embedded
     plots = str(by_key["cu-test-iteration-000-plots"].data)
-    assert plots.count("](data:image/png;base64,") == 3, plots[:500]  # deviation, calibration, curves
+    assert plots.count("](data:image/png;base64,") == 3, plots[
+        :500
+    ]  # deviation, calibration, curves
+
+
+def test_flow_runs_a_streaming_run_and_publishes_each_generation(tmp_path, prefect_harness):
+    from prefect.client.orchestration import get_client
+
+    from flows import eelt_run
+    from tests.streaming.stream_config import streaming_config
+
+    data = streaming_config(tmp_path).model_dump(mode="json")
+    data["name"] = "cu-stream"
+    data["system"]["structures"] = ["cu4.extxyz"]
+    config = tmp_path / "eelt.yaml"
+    config.write_text(yaml.safe_dump(data))
+
+    state = eelt_run.with_options(flow_run_name="cu-stream")(str(config), str(tmp_path / "run"))
+    assert state["mode"] == "streaming" and state["status"] == "budget_exhausted"
+
+    async def query():
+        async with get_client() as client:
+            return await client.read_artifacts(limit=100)
+
+    by_key = {a.key: a for a in asyncio.run(query()) if a.key and a.key.startswith("cu-stream")}
+    for row in state["iterations"]:
+        key = f"cu-stream-generation-{row['generation']:03d}-plots"
+        assert key in by_key, sorted(by_key)
+        assert "](data:image/png;base64," in str(by_key[key].data)
+    history = str(by_key["cu-stream-history"].data)
+    assert "loop wall / DFT wall" in history

@@ -19,13 +19,23 @@ N_INIT = 7  # the start structure and 6 perturbed copies
 MAX_LABELS = N_INIT + 16
 
 
-def streaming_config(directory: Path, **loop) -> RunConfig:
-    """Two walkers (300 K, 900 K) in 20-step segments; a generation every 3 new labels; one
-    test frame per walker and round; the run ends on its label budget (23 labels)."""
-    stage = {"temperatures_K": [300, 900], "n_steps": 30, "timestep_fs": 2.0, "dump_interval": 5}
+def streaming_config(directory: Path, stages: int = 2, **loop) -> RunConfig:
+    """Two walkers (300 K, 900 K) in 20-step segments until a second generation starts, then
+    (``stages=2``) one walker at 600 K from the last frame of the first stage's last round;
+    a generation every 3 new labels; two test frames per round; the run ends on its label
+    budget (23 labels)."""
+    stage = {
+        "temperatures_K": [300, 900],
+        "n_steps": 30,
+        "timestep_fs": 2.0,
+        "dump_interval": 5,
+        "max_iterations": 2 if stages == 2 else 5,
+    }
+    second = {**stage, "temperatures_K": [600], "starts": "last", "max_starts": 1}
+    second["max_iterations"] = 10
     return tiny_config(
         cu_start(directory),
-        explore={"stages": [stage], "plot_walkers": False},
+        explore={"stages": [stage, second][:stages], "plot_walkers": False},
         examine={"test_frames": 2},
         loop={
             "mode": "streaming",

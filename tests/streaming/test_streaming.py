@@ -4,11 +4,14 @@ ends, that its jobs overlap, that no label is computed twice, and that a resume 
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
 
 from eelt.errors import EeltError
+from eelt.label import EMTLabeler, LabelError
 from eelt.loop import Loop, prepare_run, run_loop
 from eelt.status_columns import ACCURACY_COLUMNS, EXPLORE_COLUMNS, fmt, labels_line, time_line
 from tests.streaming.end_state import end_state
@@ -56,7 +59,8 @@ def test_segments_selections_labels_and_generations_are_persisted(streamed):
     stream = run.root / "stream"
     n_rounds = state["stream"]["rounds_closed"]
     for r in range(n_rounds):
-        for w in range(2):
+        stage = json.loads((stream / "rounds" / f"r{r:04d}.json").read_text())["stage"]
+        for w in range(2 if stage == 0 else 1):  # stage 1: one walker
             name = f"r{r:04d}-w{w:03d}"
             assert (stream / "segments" / f"{name}.extxyz").is_file()
             assert (stream / "segments" / f"{name}.summary.json").is_file()
@@ -79,6 +83,38 @@ def test_segments_selections_labels_and_generations_are_persisted(streamed):
             assert (run.root / f"data/iter-{g - 1:03d}.extxyz").is_file()
     assert sum(row["n_labeled"] for row in rows) + N_INIT == state["n_train_labels"]
     assert sum(row["n_test_labeled"] for row in rows) == state["n_test_labels"]
+
+
+def test_stages_follow_each_other_as_in_the_synchronous_loop(streamed):
+    """Stage 0 ends as its second generation starts (its max_iterations); stage 1 begins two
+    rounds after that close, with one walker (max_starts 1) from the last frame of walker 0's
+    segment in the round before, and explores until the label budget ends the run."""
+    import ase.io
+
+    run, state, _ = streamed
+    stream = run.root / "stream"
+    rounds = [json.loads(p.read_text()) for p in sorted((stream / "rounds").glob("*.json"))]
+    ended = [rec for rec in rounds if rec["stage_end"]]
+    assert len(ended) == 1 and ended[0]["stage"] == 0 and ended[0]["next_stage"] == 1
+    assert ended[0]["stage_end"]["status"] == "max_iterations"
+    assert ended[0]["trigger"] == 2  # the stage's second generation
+    c = ended[0]["round"]
+    assert [rec["stage"] for rec in rounds] == [0] * (c + 2) + [1] * (len(rounds) - c - 2)
+    assert state["stream"]["stages_ended"] == [{"stage": 0, "round": c, **ended[0]["stage_end"]}]
+    start = ase.io.read(stream / "stages" / "stage-001.extxyz", ":")
+    assert len(start) == 1
+    before = ase.io.read(stream / "segments" / f"r{c + 1:04d}-w000.extxyz", ":")
+    first = ase.io.read(stream / "segments" / f"r{c + 2:04d}-w000.extxyz", ":")
+    assert abs(start[0].positions - before[-1].positions).max() < 1e-9
+    assert abs(first[0].positions - start[0].positions).max() < 1e-9
+    assert not (stream / "segments" / f"r{c + 2:04d}-w001.extxyz").exists()
+    for rec in rounds[c + 2 :]:
+        report = json.loads(
+            (stream / "selections" / f"r{rec['round']:04d}-w000" / "report.json").read_text()
+        )
+        assert report["stage"] == 1 and report["walker_name"].endswith("T600")
+    assert {row["stage"] for row in state["iterations"]} == {0, 1}
+    assert state["status"] == "budget_exhausted"
 
 
 def test_walkers_take_newer_generations_one_round_late(streamed):
@@ -118,9 +154,17 @@ def test_labels_and_training_overlap_walker_segments(streamed):
 def test_prefect_history_artifact_renders_generations(streamed):
     from flows.artifacts import history_markdown
 
-    _, state, _ = streamed
+    run, state, _ = streamed
     text = history_markdown(state)
-    assert "| 0 |" in text and "loop wall / labeling wall" in text
+    assert "| 0 |" in text and "loop wall / DFT wall" in text
+    from flows.artifacts import generation_plots_markdown
+
+    for row in state["iterations"]:
+        plots = generation_plots_markdown(run.root, row)
+        assert plots.count("](data:image/png;base64,") == (2 if row["n_labeled"] else 1)
+    t = state["time"]
+    assert t["wall_over_dft_wall"] == pytest.approx(t["run_wall_s"] / t["dft_wall_s"])
+    assert t["dft_wall_s"] == pytest.approx(t["busy_s"]["dft"] / 2)  # 2 worker slots
 
 
 def test_status_columns_show_generations(streamed):
@@ -169,3 +213,119 @@ def test_modes_refuse_each_others_runs(tmp_path):
     sync = prepare_run(synchronous, tmp_path, tmp_path / "run")
     with pytest.raises(EeltError, match="streaming run"):
         run_loop(Loop(sync, ThreadPoolExecutor(1)))
+
+
+@dataclass(frozen=True)
+class BrokenAfterInit(EMTLabeler):
+    """EMT whose labels fail with an SCF-like error once the file ``flag`` exists."""
+
+    flag: str = ""
+
+    def __call__(self, atoms):
+        if Path(self.flag).exists():
+            raise LabelError("SCF not converged (test)", kind="scf_not_converged")
+        return super().__call__(atoms)
+
+
+def test_failed_labels_above_the_limit_stop_the_run_and_a_higher_limit_goes_on(
+    tmp_path, monkeypatch
+):
+    flag = tmp_path / "broken"
+    monkeypatch.setattr(Loop, "_labeler", lambda self: BrokenAfterInit(flag=str(flag)))
+    cfg = streaming_config(tmp_path, stages=1)
+    data = cfg.model_dump(mode="json")
+    data["label"]["max_failed_fraction"] = 0.5
+    from eelt.config import parse_config
+
+    run = prepare_run(parse_config(data), tmp_path, tmp_path / "run")
+    with ThreadPoolExecutor(2) as pool:
+        loop = Loop(run, pool)
+        loop.init_label()
+        flag.touch()
+        with pytest.raises(EeltError, match=r"generation 1: \d+ of \d+ labels failed") as e:
+            run_loop(loop)
+    assert "> label.max_failed_fraction 0.5" in str(e.value) and "\n" not in str(e.value)
+    assert not (run.root / "stream/generations/gen-001/report.json").exists()
+    # a resume that accepts failures goes on from where it stopped: no segment runs again
+    segments = {p: p.stat().st_mtime_ns for p in (run.root / "stream/segments").glob("*.extxyz")}
+    data["label"]["max_failed_fraction"] = 1.0
+    run = prepare_run(parse_config(data), tmp_path, tmp_path / "run")
+    with ThreadPoolExecutor(2) as pool:
+        state = run_loop(Loop(run, pool))
+    assert state["status"] in ("budget_exhausted", "stalled")
+    assert state["iterations"][0]["n_label_failed"] > 0
+    assert all(p.stat().st_mtime_ns == t for p, t in segments.items())
+
+
+def test_each_generation_calibrates_the_ensembles_that_explored_its_rounds(streamed):
+    """calibration.json holds every labeled frame of the generation's rounds with the error of
+    the generation that explored it (checked against a fresh prediction) and its deviation."""
+    import ase.io
+    import numpy as np
+
+    from eelt.model import Ensemble
+    from eelt.train import predict_frames
+
+    run, state, _ = streamed
+    stream = run.root / "stream"
+    checked = 0
+    for row in state["iterations"]:
+        g = row["generation"]
+        folder = stream / "generations" / f"gen-{g:03d}"
+        cal = json.loads((folder / "calibration.json").read_text())
+        assert (folder / "calibration.png").stat().st_size > 1000
+        assert len(cal["frames"]) == row["n_labeled"] + row["n_test_labeled"]
+        assert sorted({f["explored_by"] for f in cal["frames"]}) == cal["explored_by"]
+        assert cal["explored_by"] == row["explored_by"] or not cal["frames"]
+        assert cal["explorer_test"]["n_frames"] == row["n_test_labeled"]
+        assert (
+            row["explorer_test_force_rmse_meV_per_A"]
+            == cal["explorer_test"]["force_rmse_meV_per_A"]
+        )
+        # one test frame again, by hand: the explorer's error and the deviation it recorded
+        tests = [f for f in cal["frames"] if f["kind"] == "test"]
+        if not tests:
+            continue
+        first = tests[0]
+        name = f"r{first['round']:04d}-w{first['walker']:03d}"
+        labeled = ase.io.read(run.root / f"data/test/iter-{g - 1:03d}.extxyz", ":")
+        picked = ase.io.read(stream / "selections" / name / "test_frames.extxyz", ":")
+        frame = next(a for a in labeled if np.allclose(a.positions, picked[0].positions, atol=1e-8))
+        explorer = run.root / cal["models_dirs"][str(first["explored_by"])]
+        error = predict_frames(Ensemble.load(explorer), [frame]).max_force_error_eV_per_A[0]
+        assert first["max_force_error_eV_per_A"] == pytest.approx(error, rel=1e-5)
+        assert first["max_devi_f"] == pytest.approx(picked[0].info["max_devi_f"])
+        checked += 1
+    assert checked >= 2
+
+
+def test_calibrated_trust_levels_come_from_the_newest_calibration_a_round_may_see(tmp_path):
+    from eelt.config import parse_config
+    from eelt.examine import calibrated_trust_levels
+
+    data = streaming_config(tmp_path, stages=1).model_dump(mode="json")
+    data["examine"].update({"trust_levels": "calibrated", "target_force_error_eV_per_A": 0.05})
+    cfg = parse_config(data)
+    run = prepare_run(cfg, tmp_path, tmp_path / "run")
+    with ThreadPoolExecutor(2) as pool:
+        state = run_loop(Loop(run, pool))
+    stream = run.root / "stream"
+    crossings = {}
+    for folder in sorted((stream / "generations").glob("gen-*")):
+        cal = json.loads((folder / "calibration.json").read_text())
+        crossings[cal["generation"]] = cal["calibration"]["crossing_eV_per_A"]
+    calibrated = 0
+    for path in sorted((stream / "selections").glob("*/report.json")):
+        report = json.loads(path.read_text())
+        seen = [g for g in range(report["generation"], 0, -1) if crossings.get(g) is not None]
+        if not seen:
+            assert report["trust_source"] == "config"
+            continue
+        lo, hi = calibrated_trust_levels(
+            crossings[seen[0]], tuple(cfg.examine.trust_lo_bounds_eV_per_A), 4.0
+        )
+        assert report["trust_source"] == f"calibrated in generation {seen[0]}"
+        assert (report["trust_lo_eV_per_A"], report["trust_hi_eV_per_A"]) == pytest.approx((lo, hi))
+        calibrated += 1
+    assert calibrated >= 2, crossings
+    assert state["status"] in ("budget_exhausted", "converged", "stalled")
