@@ -149,6 +149,8 @@ def run_walker(
     max_restarts: int = 0,
     restart_timestep_factor: float = 1.0,
     plot: bool = False,
+    keep_momenta: bool = False,
+    end_state_path: str | Path | None = None,
 ) -> WalkerSummary:
     """MD from Maxwell-Boltzmann velocities at ``temperature_K``; dump a frame with the deviation
     every ``dump_interval`` steps; write the frames to ``out_path`` (extxyz, atomically).
@@ -159,7 +161,10 @@ def run_walker(
     steps; one with a ``request_deviation()`` method (EnsembleCalculator) is told before each
     dump step's force call, one with ``after_step(time_fs)`` (a bias) is called after every
     step, and one with ``cv_names`` has its ``cv_values`` and ``bias_energy`` recorded per
-    frame. The input ``atoms`` is not modified. With ``relative_eps_eV_per_A`` each frame also
+    frame. The input ``atoms`` is not modified; with ``keep_momenta`` its momenta (when it has
+    any) start the MD instead of new Maxwell-Boltzmann ones, and ``end_state_path`` receives the
+    last step's positions, cell and momenta when the walker completes its steps (so a next
+    segment can go on from there). With ``relative_eps_eV_per_A`` each frame also
     records DeePMD's relative deviation ``max_devi_f_rel``; a segment stops after
     ``stop_after_failed_dumps`` dumps in a row above ``trust_hi_eV_per_A`` (absolute) or
     ``trust_hi_relative`` (relative), whichever are given.
@@ -196,7 +201,8 @@ def run_walker(
     cv_names = list(getattr(calculator, "cv_names", []) or [])
     if len(work) > 1 and not work.constraints and md.ensemble != "npt":
         work.set_constraint(FixCom())
-    _draw_momenta(work, md.temperature_at(0.0), rng)
+    if not (keep_momenta and atoms.has("momenta")):
+        _draw_momenta(work, md.temperature_at(0.0), rng)
 
     frames: list[Atoms] = []
     stops: list[dict] = []
@@ -346,6 +352,16 @@ def run_walker(
         stops[-1]["restart_from_step"] = good.step
         stops[-1]["timestep_fs"] = timestep
     write_frames(out_path, frames)
+    if end_state_path is not None and stop_reason == COMPLETED:
+        end = Atoms(
+            numbers=work.numbers.copy(),
+            positions=work.positions.copy(),
+            cell=work.cell.array.copy(),
+            pbc=work.pbc.copy(),
+        )
+        end.set_momenta(work.get_momenta())
+        end.info[keys.STEP] = step()
+        write_frames(end_state_path, [end])
     devi = [f.info[keys.MAX_DEVI_F] for f in frames]
     summary = WalkerSummary(
         walker=walker,

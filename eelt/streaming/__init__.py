@@ -77,11 +77,10 @@ Design, and why:
 
 What it does not do (yet): ``trust_levels: calibrated`` (refused by the config), per-segment
 walker plots, the calibration plots, and reopening an ended run when a budget is raised (its
-end is a persisted decision; start a new run). Within a stage, walkers go on from their own last
-frames whatever ``starts`` says (it chooses where the stage's walkers begin). Velocities do not
-carry over between a walker's segments (each draws fresh ones from its seed, as each
-synchronous iteration does: over segments of ``segment_steps`` this acts as a stochastic
-thermostat, and an NVE stage is NVE only within a segment). The loop's knobs ``segment_steps``,
+end is a persisted decision; start a new run). Within a stage, walkers go on from their own last frames whatever ``starts`` says (it chooses
+where the stage's walkers begin); a segment that completed with a good last frame hands on its
+velocities too (the MD goes on), while thermostat and barostat states other than the velocities
+and the cell start afresh each segment. The loop's knobs ``segment_steps``,
 ``generation_labels`` and ``window_segments`` may not change on resume (the schedule depends on
 them).
 """

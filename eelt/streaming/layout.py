@@ -7,7 +7,8 @@ its ``report.json`` (or summary) last, so a record that exists is complete:
 stream/
   settings.json                 the streaming knobs the stream started with (resume checks)
   state.json                    a small summary of where the scheduler stands (for people)
-  segments/r0003-w001.extxyz    walker 1's segment in round 3 (+ .summary.json, written last)
+  segments/r0003-w001.extxyz    walker 1's segment in round 3 (+ .end.extxyz, its last step
+                                with momenta; + .summary.json, written last)
   selections/r0003-w001/        its examination: candidates.extxyz, test_frames.extxyz,
                                 report.json (last); labels.json once its labels are done
   rounds/r0003.json             the end of round 3: the generation it started, the end state,
@@ -51,6 +52,10 @@ class StreamDir:
     def segment_path(self, walker: int, round_: int) -> Path:
         """A segment's trajectory (its summary lies beside it, see eelt.explore.job)."""
         return self.root / "segments" / f"r{round_:04d}-w{walker:03d}.extxyz"
+
+    def segment_end_path(self, walker: int, round_: int) -> Path:
+        """A completed segment's last step (positions, cell, momenta): where the next goes on."""
+        return self.root / "segments" / f"r{round_:04d}-w{walker:03d}.end.extxyz"
 
     def segment_failure_path(self, walker: int, round_: int) -> Path:
         """A segment whose job raised: its reason (the segment counts as one without frames)."""

@@ -226,7 +226,9 @@ class Scheduler:
             else:
                 previous = read_segment(self.stream.segment_path(w, r - 1))
                 hi = trust_hi(self.round_levels(r), self.config)
-                start = segment_start(previous, walker.start, hi, key)
+                end_path = self.stream.segment_end_path(w, r - 1)
+                end = read_segment(end_path)[0] if end_path.is_file() else None
+                start = segment_start(previous, walker.start, hi, key, end)
             models = generation_models(self.run.root, self.stream, self.generation_for_round(r))
             path = self.stream.segment_path(w, r)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -235,6 +237,7 @@ class Scheduler:
                 str(models),
                 start,
                 str(path),
+                end_state_path=str(self.stream.segment_end_path(w, r)),
                 **segment_job_kwargs(self.config, walker, r, self.round_levels(r), s),
             )
             self.segments[future] = (w, r)

@@ -5,8 +5,11 @@ starts, and the job that runs it.
 A segment is ``loop.segment_steps`` MD steps of one walker with the ensemble of one generation.
 It starts from the last frame of the walker's previous segment at or below trust_hi, as read
 back from that segment's trajectory file (so a resumed run starts it from the very same numbers
-as an uninterrupted one), with fresh Maxwell-Boltzmann velocities from its own seed. The first
-segment of a stage starts from the stage's starts (:func:`stage_starts`).
+as an uninterrupted one); when that segment completed its steps and its last frame is good, from
+the very end of it, velocities included (the MD goes on: an NVE stage stays NVE across
+segments; thermostat and barostat states other than the velocities and the cell start afresh),
+else with fresh Maxwell-Boltzmann velocities from its own seed. The first segment of a stage
+starts from the stage's starts (:func:`stage_starts`).
 """
 
 from __future__ import annotations
@@ -55,9 +58,24 @@ def segment_seed(explore_seed: int, walker: int, round_: int) -> int:
     return int(np.random.SeedSequence([explore_seed, walker, round_]).generate_state(1)[0])
 
 
-def segment_start(previous: list[Atoms], start: Atoms, trust_hi: float | None, key: str) -> Atoms:
-    """Where a segment starts: the last frame of ``previous`` (the walker's previous segment)
-    whose deviation ``key`` is at or below ``trust_hi``; the walker's ``start`` if none is."""
+def segment_start(
+    previous: list[Atoms],
+    start: Atoms,
+    trust_hi: float | None,
+    key: str,
+    end_state: Atoms | None = None,
+) -> Atoms:
+    """Where a segment starts: the walker's previous segment's ``end_state`` (positions, cell
+    and momenta of its last step: the MD goes on) when that segment completed and its last
+    frame ``previous[-1]`` has its deviation ``key`` at or below ``trust_hi``; else the last
+    frame of ``previous`` that has (positions only: new velocities); else the walker's
+    ``start``."""
+    if end_state is not None and previous:
+        devi = previous[-1].info.get(key, np.nan)
+        if trust_hi is None or devi <= trust_hi:
+            going_on = _bare(end_state)
+            going_on.set_momenta(end_state.get_momenta())
+            return going_on
     for frame in reversed(previous):
         devi = frame.info.get(key, np.nan)
         if trust_hi is None or devi <= trust_hi:
@@ -157,6 +175,7 @@ def segment_job_kwargs(
         "max_restarts": explore.max_restarts,
         "restart_timestep_factor": explore.restart_timestep_factor,
         "plot": False,  # a plot per segment costs more than the segment; the trajectory has it all
+        "keep_momenta": True,  # a start with momenta is the previous segment's end: go on
     }
 
 

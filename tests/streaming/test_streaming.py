@@ -329,3 +329,37 @@ def test_calibrated_trust_levels_come_from_the_newest_calibration_a_round_may_se
         calibrated += 1
     assert calibrated >= 2, crossings
     assert state["status"] in ("budget_exhausted", "converged", "stalled")
+
+
+def test_a_walker_goes_on_from_the_end_of_its_previous_segment_velocities_included(streamed):
+    import ase.io
+    from ase.constraints import FixCom
+
+    from eelt import keys
+
+    run, _, _ = streamed
+    segments = run.root / "stream" / "segments"
+    carried = 0
+    for end_path in sorted(segments.glob("*.end.extxyz")):
+        r, w = int(end_path.name[1:5]), int(end_path.name[7:10])
+        following = segments / f"r{r + 1:04d}-w{w:03d}.extxyz"
+        records = [run.root / "stream" / "rounds" / f"r{k:04d}.json" for k in (r, r + 1)]
+        if not all(p.is_file() for p in records):
+            continue  # a segment past the run's end
+        stages = [json.loads(p.read_text())["stage"] for p in records]
+        if stages[0] != stages[1]:  # a new stage starts from its own starts
+            continue
+        before = ase.io.read(segments / f"r{r:04d}-w{w:03d}.extxyz", ":")
+        if not following.is_file() or before[-1].info["max_devi_f"] > 5.0:  # trust_hi
+            continue
+        end = ase.io.read(end_path)
+        first = ase.io.read(following, 0)
+        assert abs(first.positions - end.positions).max() < 1e-6
+        assert abs(end.positions - before[-1].positions).max() < 1e-6  # its last dump
+        # the first frame's kinetic temperature is the end state's: the velocities went on
+        end.set_constraint(FixCom())  # as in the MD: 3N - 3 degrees of freedom
+        assert first.info[keys.KINETIC_TEMPERATURE_K] == pytest.approx(
+            end.get_temperature(), rel=1e-5
+        )
+        carried += 1
+    assert carried >= 4
