@@ -75,14 +75,18 @@ Design, and why:
   generation), and state.json rewritten as each generation lands (``iteration`` = generation),
   handed to the runner's ``state_written`` (the Prefect artifacts).
 
-What it does not do (yet): ``trust_levels: calibrated`` (refused by the config), per-segment
-walker plots, the calibration plots, and reopening an ended run when a budget is raised (its
-end is a persisted decision; start a new run). Within a stage, walkers go on from their own last frames whatever ``starts`` says (it chooses
-where the stage's walkers begin); a segment that completed with a good last frame hands on its
-velocities too (the MD goes on), while thermostat and barostat states other than the velocities
-and the cell start afresh each segment. The loop's knobs ``segment_steps``,
-``generation_labels`` and ``window_segments`` may not change on resume (the schedule depends on
-them).
+What it does not do (yet): per-segment walker plots, and reopening an ended run when a budget
+is raised (its end is a persisted decision; start a new run). Within a stage, walkers go on from
+their own last frames whatever ``starts`` says (it chooses where the stage's walkers begin); a
+segment that completed with a good last frame hands on its velocities too (the MD goes on),
+while thermostat and barostat states other than the velocities and the cell start afresh each
+segment. The loop's knobs ``segment_steps``, ``generation_labels`` and ``window_segments`` may
+not change on resume (the schedule depends on them).
+
+Each generation also calibrates the generations that explored its rounds on their labels
+(:mod:`eelt.streaming.calibration`: explorer test errors, Spearman, the calibration plot in the
+generation's folder and its Prefect artifact); with ``trust_levels: calibrated`` a round's
+levels come from the newest calibration up to the generation it explores with.
 """
 
 from __future__ import annotations
