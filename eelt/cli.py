@@ -29,6 +29,7 @@ from eelt.status_columns import (
     TIME_TITLE,
     labels_line,
     run_title,
+    stream_line,
     time_line,
 )
 from eelt.status_columns import fmt as _fmt
@@ -280,6 +281,8 @@ def _print_status(state: dict) -> None:
     out.print(_table(ACCURACY_TITLE, ACCURACY_COLUMNS, rows, ACCURACY_CAPTION))
     out.print(_table(TIME_TITLE, TIME_COLUMNS, rows, TIME_CAPTION))
     out.print(labels_line(state))
+    if line := stream_line(state):
+        out.print(line)
     if line := time_line(state):
         out.print(line)
 

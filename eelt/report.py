@@ -30,6 +30,7 @@ from eelt.status_columns import (
     fmt,
     labels_line,
     run_title,
+    stream_line,
 )
 
 REPORT_FILE = "report.html"  # in the run directory, by default
@@ -259,6 +260,8 @@ def render_report(
     title = run_title(state)
     page.add(f"<h1>{_e(title)}</h1>")
     page.add(f"<p>{_e(labels_line(state))}</p>")
+    if line := stream_line(state):
+        page.add(f"<p>{_e(line)}</p>")
     written = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page.add(
         f'<p class="meta">run directory {_e(run.root.resolve())}; report written {written}</p>'

@@ -116,3 +116,21 @@ def time_line(state: dict[str, Any]) -> str:
         f"{share} ({busy}; idle {t['idle_s']:.0f} s); loop wall / DFT wall {dft}, "
         f"/ labeling wall {ratio}"
     )
+
+
+def stream_line(state: dict[str, Any]) -> str:
+    """A streaming run's schedule: rounds, segments, generations, the stage and how earlier
+    stages ended ("" for a synchronous run)."""
+    stream = state.get("stream")
+    if not stream:
+        return ""
+    ended = "; ".join(
+        f"stage {e['stage']} ended at round {e['round']}: {e['status']} ({e['detail']})"
+        for e in stream.get("stages_ended", [])
+    )
+    return (
+        f"stream: {stream['rounds_closed']} rounds closed, {stream['segments_examined']} "
+        f"segments examined, generations {stream['generations_finished']} of "
+        f"{stream['generations_started']} finished; stage {stream.get('stage', 0)}"
+        + (f"; {ended}" if ended else "")
+    )

@@ -13,7 +13,14 @@ import torch
 from eelt.errors import EeltError
 from eelt.label import EMTLabeler, LabelError
 from eelt.loop import Loop, prepare_run, run_loop
-from eelt.status_columns import ACCURACY_COLUMNS, EXPLORE_COLUMNS, fmt, labels_line, time_line
+from eelt.status_columns import (
+    ACCURACY_COLUMNS,
+    EXPLORE_COLUMNS,
+    fmt,
+    labels_line,
+    stream_line,
+    time_line,
+)
 from tests.streaming.end_state import end_state
 from tests.streaming.stream_config import (
     MAX_LABELS,
@@ -175,6 +182,7 @@ def test_status_columns_show_generations(streamed):
                 fmt(row.get(key), spec)
     assert "latest models: stream/generations/gen-" in labels_line(state)
     assert time_line(state).startswith("time: run")
+    assert "stage 1; stage 0 ended at round" in stream_line(state)
 
 
 def test_resume_of_a_finished_run_redoes_nothing(streamed, tmp_path):
