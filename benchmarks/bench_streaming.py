@@ -78,6 +78,84 @@ def ensembles(run: Path, mode: str) -> list[tuple[str, Path, Path]]:
     return out
 
 
+def train_walls(run: Path, mode: str) -> list[float]:
+    """Wall seconds of each training after init (iterations' train stages, generations)."""
+    if mode == "synchronous":
+        files = sorted(run.glob("iter-*/timing.json"))
+        return [json.loads(f.read_text())["train"]["wall_s"] for f in files
+                if "train" in json.loads(f.read_text())]  # fmt: skip
+    reports = sorted((run / "stream" / "generations").glob("gen-*/report.json"))
+    return [json.loads(r.read_text())["wall_s"] for r in reports]
+
+
+def evaluate(out_dir: Path, runs: dict[str, tuple[str, float, float]], target: float) -> dict:
+    """Every ensemble of the runs ``out_dir/NAME`` (NAME: (mode, start time, wall s)) on the
+    pooled held-out frames of all of them, against the time its models were ready; prints the
+    tables and returns the summary by run."""
+    from eelt.model import Ensemble
+    from eelt.train import evaluate_rmse
+
+    tests = []
+    for name in runs:
+        for f in sorted((out_dir / name / "data" / "test").glob("*.extxyz")):
+            tests += ase.io.read(f, ":")
+    print(f"pooled held-out frames: {len(tests)} (PySCF PBE/def2-SVP, all runs)")
+    print("test F: force RMSE (meV/A) over all pooled frames, and the median of the frames' own")
+    print("force RMSE (a few stretched frames far above trust_hi dominate the first)")
+    print(
+        f"{'run':12} {'ensemble':9} {'time (s)':>9} {'labels':>7} {'test F RMSE':>12} {'median':>7}"
+    )
+    summary = {}
+    for name, (mode, t0, wall) in runs.items():
+        run = out_dir / name
+        state = json.loads((run / "state.json").read_text())
+        labels = [state["n_init_labeled"]] + [h["labels_total"] for h in state["iterations"]]
+        reached, median = None, None
+        for i, (ens, models, report) in enumerate(ensembles(run, mode)):
+            ensemble = Ensemble.load(models)
+            rmse = evaluate_rmse(ensemble, tests)["force_rmse_meV_per_A"]
+            median = float(
+                np.median([evaluate_rmse(ensemble, [a])["force_rmse_meV_per_A"] for a in tests])
+            )
+            at = report.stat().st_mtime - t0
+            n = labels[i] if i < len(labels) else None
+            print(f"{name:12} {ens:9} {at:9.0f} {n if n is not None else '-':>7} {rmse:12.1f} "
+                  f"{median:7.1f}")  # fmt: skip
+            if reached is None and median <= target:
+                reached = at
+        t = state["time"]
+        trains = train_walls(run, mode)
+        summary[name] = {
+            "mode": mode,
+            "wall_s": wall,
+            "labels": state["n_labels"],
+            "final_median_meV_per_A": median,
+            "reached_target_s": reached,
+            "train_wall_mean_s": float(np.mean(trains)) if trains else None,
+            "n_trainings": len(trains),
+            "wall_over_label_wall": t.get("wall_over_label_wall"),
+            "wall_over_dft_wall": t.get("wall_over_dft_wall"),
+            "busy_share": t.get("busy_share"),
+            "busy_s": t.get("busy_s"),
+            "status": state["status"],
+        }
+    print()
+    print(f"{'run':12} {'wall (s)':>9} {'labels':>7} {'final median':>13} "
+          f"{'median to ' + format(target, 'g') + ' (s)':>18} {'train (s)':>10} "
+          f"{'wall/DFT wall':>14} {'wall/label wall':>16} {'busy':>6} status")  # fmt: skip
+    for name, s in summary.items():
+        reached = f"{s['reached_target_s']:.0f}" if s["reached_target_s"] is not None else "never"
+        ratio = f"{s['wall_over_label_wall']:.1f}" if s["wall_over_label_wall"] else "-"
+        dft = f"{s['wall_over_dft_wall']:.1f}" if s.get("wall_over_dft_wall") else "-"
+        busy = f"{s['busy_share']:.0%}" if s["busy_share"] is not None else "-"
+        train = f"{s['train_wall_mean_s']:.1f}" if s["train_wall_mean_s"] else "-"
+        print(
+            f"{name:12} {s['wall_s']:9.0f} {s['labels']:7d} {s['final_median_meV_per_A']:13.1f} "
+            f"{reached:>18} {train:>10} {dft:>14} {ratio:>16} {busy:>6} {s['status']}"
+        )
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--example", choices=sorted(EXAMPLES), default="water")
@@ -104,59 +182,7 @@ def main() -> None:
         else:
             walls[mode] = tuple(json.loads((run / "bench_wall.json").read_text()))
 
-    from eelt.model import Ensemble
-    from eelt.train import evaluate_rmse
-
-    tests = []
-    for mode in walls:
-        for f in sorted((args.out_dir / mode / "data" / "test").glob("*.extxyz")):
-            tests += ase.io.read(f, ":")
-    print(f"pooled held-out frames: {len(tests)} (PySCF PBE/def2-SVP, both runs)")
-    print("test F: force RMSE (meV/A) over all pooled frames, and the median of the frames' own")
-    print("force RMSE (a few stretched frames far above trust_hi dominate the first)")
-    print(
-        f"{'mode':12} {'ensemble':9} {'time (s)':>9} {'labels':>7} {'test F RMSE':>12} {'median':>7}"
-    )
-    summary = {}
-    for mode, (t0, wall) in walls.items():
-        run = args.out_dir / mode
-        state = json.loads((run / "state.json").read_text())
-        labels = [state["n_init_labeled"]] + [h["labels_total"] for h in state["iterations"]]
-        reached = None
-        for i, (name, models, report) in enumerate(ensembles(run, mode)):
-            ensemble = Ensemble.load(models)
-            rmse = evaluate_rmse(ensemble, tests)["force_rmse_meV_per_A"]
-            median = float(
-                np.median([evaluate_rmse(ensemble, [a])["force_rmse_meV_per_A"] for a in tests])
-            )
-            at = report.stat().st_mtime - t0
-            n = labels[i] if i < len(labels) else None
-            print(f"{mode:12} {name:9} {at:9.0f} {n if n is not None else '-':>7} {rmse:12.1f} "
-                  f"{median:7.1f}")  # fmt: skip
-            if reached is None and median <= args.target:
-                reached = at
-        t = state["time"]
-        summary[mode] = {
-            "wall_s": wall,
-            "labels": state["n_labels"],
-            "reached_target_s": reached,
-            "wall_over_label_wall": t.get("wall_over_label_wall"),
-            "wall_over_dft_wall": t.get("wall_over_dft_wall"),
-            "busy_share": t.get("busy_share"),
-            "status": state["status"],
-        }
-    print()
-    print(f"{'mode':12} {'wall (s)':>9} {'labels':>7} {'median to ' + format(args.target, 'g') + ' (s)':>18} "
-          f"{'wall/DFT wall':>14} {'wall/label wall':>16} {'busy':>6} status")  # fmt: skip
-    for mode, s in summary.items():
-        reached = f"{s['reached_target_s']:.0f}" if s["reached_target_s"] is not None else "never"
-        ratio = f"{s['wall_over_label_wall']:.1f}" if s["wall_over_label_wall"] else "-"
-        dft = f"{s['wall_over_dft_wall']:.1f}" if s.get("wall_over_dft_wall") else "-"
-        busy = f"{s['busy_share']:.0%}" if s["busy_share"] is not None else "-"
-        print(
-            f"{mode:12} {s['wall_s']:9.0f} {s['labels']:7d} {reached:>18} {dft:>14} {ratio:>16} "
-            f"{busy:>6} {s['status']}"
-        )
+    summary = evaluate(args.out_dir, {m: (m, *w) for m, w in walls.items()}, args.target)
     (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
