@@ -15,9 +15,10 @@ held-out frames.
 - ``ethanol``: the default train config (se_e2_a 25-50-100 / 240-240-240, rcut 6 A,
   ``auto:256`` = 29 frames per step) for ``--ethanol-steps`` steps: the time per step of the
   default nets (a full 5000-step run per mode would take an hour here).
-- ``patience``: the water part's settings with and without ``train.patience_steps``
-  (``--patience``) on 21 frames (the size of an initial data set) and on all ``--n-train``
-  frames, "stacked, 2 jobs".
+- ``patience``: the water part's settings without and with ``train.patience_steps``
+  (``--patience``), stopping at once or after an anneal of 10% of the steps
+  (``patience_anneal_fraction``), on 21 frames (the size of an initial data set) and on all
+  ``--n-train`` frames, "stacked, 2 jobs".
 
 Each part trains the 4-member ensemble with ``train_ensemble``, timed from the call to its
 return (reading data, neighbor lists, statistics, validation, checkpoints and learning curves
@@ -194,10 +195,13 @@ def main() -> None:
     if "patience" in args.parts:
         rows = {}
         for size in (21, n):
-            for patience in (0, args.patience):
-                cfg = water_cfg.model_copy(update={"patience_steps": patience})
-                name = f"{size} frames, patience {patience}"
-                path = f"patience-{size}-{patience}-{water_cfg.steps}"
+            for patience, anneal in ((0, 0.0), (args.patience, 0.0), (args.patience, 0.1)):
+                update = {"patience_steps": patience, "patience_anneal_fraction": anneal}
+                cfg = water_cfg.model_copy(update=update)
+                name = f"{size} frames, patience {patience}" + (
+                    f", anneal {anneal:g}" if patience else ""
+                )
+                path = f"patience-{size}-{patience}-{anneal:g}-{water_cfg.steps}"
                 rows[name] = run(path, "stacked, 2 jobs", cfg, data(size), test, out)
         table(
             f"Patience (water example's nets, stacked, at most {water_cfg.steps} steps)",

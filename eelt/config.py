@@ -458,6 +458,12 @@ class TrainConfig(Section):
         "this many steps (checked every steps/100 steps; 0: off; needs validation frames); "
         "steps and warm_steps stay the upper bounds",
     )
+    patience_anneal_fraction: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.1,
+        description="a member that patience stops first anneals: its learning rate goes from "
+        "where it is to stop_lr over this fraction of its steps (or warm_steps), then it stops; "
+        "0: it stops at once",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -33,7 +33,7 @@ from eelt.train.data import (
     read_frames,
     split_train_validation,
 )
-from eelt.train.loss import PrefactorSchedule, learning_rate, member_losses
+from eelt.train.loss import LossPrefactors, PrefactorSchedule, learning_rate, member_losses
 from eelt.train.trainer import (
     _LOSS_SMOOTHING,
     DIVERGENCE_FACTOR,
@@ -44,6 +44,7 @@ from eelt.train.trainer import (
     _adam,
     _BatchOrder,
     _pick_device,
+    anneal_steps,
     finish_member,
     frames_per_batch,
     model_kwargs,
@@ -204,6 +205,32 @@ class _SameFrames:
                 )
 
 
+def _member_prefactors(
+    schedule: PrefactorSchedule, lrs: list[float], start_lr: float, dtype, device
+) -> LossPrefactors:
+    """Each member's loss prefactors at its own learning rate, as (K,) tensors."""
+    each = [schedule.at(lr, start_lr) for lr in lrs]
+    return LossPrefactors(
+        **{
+            name: torch.tensor([getattr(p, name) for p in each], dtype=dtype, device=device)
+            for name in ("energy", "forces", "virial")
+        }
+    )
+
+
+def _scale_update(
+    stack: MemberStack, members: list[int], factors: list[float], before: list[torch.Tensor]
+) -> None:
+    """Members ``members`` of the stack moved by ``factors`` times the optimizer's step from
+    their weights ``before`` it (one tensor per parameter, those members' rows)."""
+    with torch.no_grad():
+        rows = torch.tensor(members, device=stack.device)
+        for p, old in zip(stack.parameters(), before, strict=True):
+            scale = torch.tensor(factors, dtype=p.dtype, device=p.device)
+            scale = scale.view(-1, *([1] * (p.dim() - 1)))
+            p[rows] = old + scale * (p[rows] - old)
+
+
 def _retire(stack: MemberStack, optimizer: torch.optim.Optimizer, k: int) -> None:
     """Zero member k's weights, Adam moments and statistics: it no longer trains (stopped,
     its weights kept aside, or diverged), and its slice of the stack stays finite whatever
@@ -293,7 +320,10 @@ def _train_stacked(
     rows: list[list[dict[str, float]]] = [[] for _ in range(n)]
     ema = [math.nan] * n
     lowest = [math.inf] * n
-    patience = [Patience(train.patience_steps if val_frames else 0) for _ in range(n)]
+    patience = [
+        Patience(train.patience_steps if val_frames else 0, anneal_steps(train, steps), stop_lr)
+        for _ in range(n)
+    ]
     active = [True] * n
     diverged: dict[int, str] = {}
     retired: set[int] = set()
@@ -317,12 +347,26 @@ def _train_stacked(
 
     stack.train()
     for step in range(steps):
+        for k in range(n):
+            if active[k] and patience[k].annealed(step):  # as train_member
+                stopped[k] = (step, patience[k].lr(step, stop_lr), member_state(stack, k))
+                active[k] = False
+        if not any(active):
+            break
         lr = learning_rate(step, steps, start_lr, stop_lr)
         if step < warmup_steps:  # as train_member
             lr *= (step + 1) / warmup_steps
+        # a member that patience stopped anneals on its own learning rate (and prefactors)
+        lrs = [patience[k].lr(step, lr) for k in range(n)]
+        lr = max(lrs[k] for k in range(n) if active[k])
         for group in optimizer.param_groups:
             group["lr"] = lr
-        prefs = schedule.at(lr, start_lr)
+        slow = [k for k in range(n) if active[k] and lrs[k] != lr]
+        prefs = (
+            schedule.at(lr, start_lr)
+            if not slow
+            else _member_prefactors(schedule, lrs, start_lr, dtype, dev)
+        )
         drawn = [order.next() for order in orders]
         target = collate_labeled_members(
             [[train_frames[i] for i in idx] for idx in drawn],
@@ -359,7 +403,7 @@ def _train_stacked(
                 rows[k].append(
                     {
                         "step": step,
-                        "lr": lr,
+                        "lr": lrs[k],
                         "loss": loss_values[k],
                         "train_energy_rmse_meV_per_atom": 1e3 * math.sqrt(mse_e[k]),
                         "train_force_rmse_meV_per_A": 1e3 * math.sqrt(mse_f[k]),
@@ -370,8 +414,8 @@ def _train_stacked(
                 )
                 if len(rows[k]) % 10 == 0:  # progress visible during long runs
                     write_curve(curve_paths[k], rows[k])
-                if patience[k].stop(step, float(val_f[k])):
-                    stopped[k] = (step, lr, member_state(stack, k))
+                if patience[k].stop(step, float(val_f[k]), lrs[k]):
+                    stopped[k] = (step, lrs[k], member_state(stack, k))
                     active[k] = False
         training = [k for k in range(n) if active[k]]
         if not training:
@@ -379,7 +423,11 @@ def _train_stacked(
         total = losses.loss[training].sum() if len(training) < n else losses.loss.sum()
         optimizer.zero_grad(set_to_none=True)
         total.backward()
+        slow = [k for k in training if lrs[k] != lr]
+        before = [p.detach()[slow].clone() for p in stack.parameters()] if slow else []
         optimizer.step()
+        if slow:  # Adam's update is lr x a function of the moments: scale it to their lr
+            _scale_update(stack, slow, [lrs[k] / lr for k in slow], before)
         for k in (k for k in range(n) if not active[k] and k not in retired):
             _retire(stack, optimizer, k)  # after the step: the graph held their weights
             retired.add(k)

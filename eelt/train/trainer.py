@@ -148,19 +148,48 @@ class _BatchOrder:
 
 
 class Patience:
-    """Says when to stop: the validation force RMSE has not improved by PATIENCE_MIN_GAIN
-    (relative) over its best for ``steps`` steps (0: never). Errors come at logged steps."""
+    """Says when a member's training ends before its ``steps``: once the validation force RMSE
+    has not improved by PATIENCE_MIN_GAIN (relative) over its best for ``steps`` steps (0:
+    never; errors come at logged steps), the member anneals: its learning rate goes from where
+    it is to ``stop_lr`` over ``anneal_steps`` steps (as the full schedule would have ended),
+    and then it stops. ``anneal_steps`` 0: it stops at once."""
 
-    def __init__(self, steps: int):
+    def __init__(self, steps: int, anneal_steps: int = 0, stop_lr: float = 0.0):
         self.steps = int(steps)
+        self.anneal_steps = int(anneal_steps)
+        self.stop_lr = float(stop_lr)
         self.best = math.inf
         self.best_step = 0
+        self.anneal_from: tuple[int, float] | None = None  # (step, lr) where annealing began
 
-    def stop(self, step: int, error: float) -> bool:
+    def lr(self, step: int, scheduled_lr: float) -> float:
+        """The learning rate at ``step``: the schedule's, or the anneal's once it began."""
+        if self.anneal_from is None:
+            return scheduled_lr
+        first, lr0 = self.anneal_from
+        return learning_rate(step - first, self.anneal_steps, lr0, min(self.stop_lr, lr0))
+
+    def annealed(self, step: int) -> bool:
+        """The anneal is over: stop before ``step``."""
+        return self.anneal_from is not None and step - self.anneal_from[0] >= self.anneal_steps
+
+    def stop(self, step: int, error: float, lr: float = 0.0) -> bool:
+        """Seen at a logged step: whether to stop now (a plateau without an anneal)."""
+        if self.anneal_from is not None:
+            return False
         if error < (1 - PATIENCE_MIN_GAIN) * self.best or self.best == math.inf:
             self.best, self.best_step = error, step
             return False
-        return self.steps > 0 and step - self.best_step >= self.steps
+        if self.steps > 0 and step - self.best_step >= self.steps:
+            if self.anneal_steps <= 0:
+                return True
+            self.anneal_from = (step, lr)
+        return False
+
+
+def anneal_steps(train: TrainConfig, steps: int) -> int:
+    """Steps of the anneal that ends a member stopped by patience."""
+    return int(round(train.patience_anneal_fraction * steps))
 
 
 def train_member(
@@ -281,7 +310,9 @@ def _train_member(
         return TrainingDiverged(f"{who}: {message}")
 
     lowest = [math.inf]
-    patience = Patience(train.patience_steps if val_frames else 0)
+    patience = Patience(
+        train.patience_steps if val_frames else 0, anneal_steps(train, steps), stop_lr
+    )
     steps_done, last_lr = steps, stop_lr
 
     def check_blow_up(mse: float, step: int, what: str) -> None:
@@ -294,9 +325,13 @@ def _train_member(
 
     model.train()
     for step in range(steps):
+        if patience.annealed(step):
+            steps_done, last_lr = step, patience.lr(step, stop_lr)
+            break
         lr = learning_rate(step, steps, start_lr, stop_lr)
         if step < warmup_steps:  # Adam's first steps move every weight by ~lr: ramp up
             lr *= (step + 1) / warmup_steps
+        lr = patience.lr(step, lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
         prefs = schedule.at(lr, start_lr)
@@ -334,7 +369,7 @@ def _train_member(
             )
             if len(rows) % 10 == 0:  # progress visible during long runs
                 write_curve(curve_path, rows)
-            if patience.stop(step, val_f):
+            if patience.stop(step, val_f, lr):
                 steps_done, last_lr = step, lr
                 break
         optimizer.zero_grad(set_to_none=True)

@@ -119,9 +119,11 @@ def test_virial_term_stacked_equals_alone(cu_data, tmp_path):
         assert_same_model(tmp_path / f"a{seed}.pt", path)
 
 
-def test_patience_stops_members_as_their_own_runs(cu_data, tmp_path):
-    """Members stop at different steps (measured 159, 138, 180 of 300), each as alone."""
-    cfg = tiny_train(steps=300, patience_steps=30)
+@pytest.mark.parametrize("anneal", [0.0, 0.1])
+def test_patience_stops_members_as_their_own_runs(cu_data, tmp_path, anneal):
+    """Members stop at different steps (measured 159, 138, 180 of 300 without an anneal), each
+    as alone: with an anneal, each on its own learning rate and prefactors in the stack."""
+    cfg = tiny_train(steps=300, patience_steps=30, patience_anneal_fraction=anneal)
     seeds = [0, 1, 2]
     paths = [tmp_path / f"s{s}.pt" for s in seeds]
     results = train_stacked([cu_data], paths, cfg, TYPE_MAP, seeds)
@@ -138,12 +140,17 @@ def test_patience_stops_members_as_their_own_runs(cu_data, tmp_path):
 def test_patience_on_a_plateau_and_bounded_by_steps(cu_data, tmp_path):
     """A learning rate too small to move the weights: no improvement, so the run stops
     ``patience_steps`` after step 0; a patience longer than the run never stops it."""
-    flat = tiny_train(steps=200, start_lr=1e-12, stop_lr=1e-12, patience_steps=20)
+    flat = tiny_train(
+        steps=200, start_lr=1e-12, stop_lr=1e-12, patience_steps=20, patience_anneal_fraction=0
+    )
     (plateau,) = train_stacked([cu_data], [tmp_path / "p.pt"], flat, TYPE_MAP, [0])
     assert plateau.steps == 20
     assert read_curve(tmp_path / "p.csv")[-1]["step"] == 20
     alone = train_member([cu_data], tmp_path / "a.pt", flat, TYPE_MAP, seed=0)
     assert alone.steps == 20
+    annealed = flat.model_copy(update={"patience_anneal_fraction": 0.25})  # 50 steps
+    (plateau,) = train_stacked([cu_data], [tmp_path / "q.pt"], annealed, TYPE_MAP, [0])
+    assert plateau.steps == 20 + 50
     patient = tiny_train(steps=40, patience_steps=1000)
     (full,) = train_stacked([cu_data], [tmp_path / "f.pt"], patient, TYPE_MAP, [0])
     assert full.steps == 40
@@ -279,3 +286,29 @@ def test_two_stacks_train_the_members_of_one(cu_data, tmp_path):
         assert_same_model(
             tmp_path / "stacks-1" / f"model-{m}.pt", tmp_path / "stacks-2" / f"model-{m}.pt"
         )
+
+
+def test_a_member_on_a_plateau_anneals_to_stop_lr_before_it_stops(cu_data, tmp_path):
+    """Once patience runs out at step p with learning rate lr_p, the learning rate falls from
+    lr_p to stop_lr over patience_anneal_fraction x steps (exponentially, as the schedule), and
+    the member stops there, well before ``steps``."""
+    from eelt.train.loss import learning_rate
+
+    cfg = tiny_train(
+        steps=4000, start_lr=1e-12, stop_lr=1e-14, patience_steps=40, patience_anneal_fraction=0.05
+    )
+    for train in (train_member, None):
+        path = tmp_path / f"{'alone' if train else 'stacked'}.pt"
+        if train:
+            result = train([cu_data], path, cfg, TYPE_MAP, seed=0)
+        else:
+            (result,) = train_stacked([cu_data], [path], cfg, TYPE_MAP, [0])
+        rows = read_curve(path.with_suffix(".csv"))
+        p = 40  # no improvement at such a learning rate: patience ends at its first chance
+        assert result.steps == p + 200
+        lr_p = learning_rate(p, 4000, 1e-12, 1e-14)
+        for row in rows:
+            if p < row["step"] < p + 200:
+                want = learning_rate(row["step"] - p, 200, lr_p, 1e-14)
+                assert row["lr"] == pytest.approx(want, rel=1e-9), row["step"]
+        assert rows[-1]["lr"] == pytest.approx(1e-14, rel=1e-9)
