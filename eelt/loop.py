@@ -354,6 +354,13 @@ class Loop(Exploration, Examination, Progress):
         )
         return int(workers * ex.threads_per_worker)
 
+    def run_init(self, runner: StageRunner) -> None:
+        """The initial labels and ensemble, as timed stages of ``runner`` (either loop mode)."""
+        init = self.run.root / "init"
+        for stage, body in (("label", self.init_label), ("train", self.init_train)):
+            output = self.run.report_path(self.run.init_dir(stage))
+            self.timed_stage(runner, init, stage, output, body)
+
     def timed_stage(self, runner: StageRunner, where: Path, stage: str, output: Path, body):
         """``runner.stage`` with the stage's wall time recorded (eelt.timing)."""
         return runner.stage(
@@ -412,11 +419,8 @@ def run_loop(loop: Loop, runner: StageRunner | None = None) -> dict[str, Any]:
         return run_streaming(loop, runner)
     if (loop.run.root / "stream").is_dir():
         raise EeltError(f"{loop.run.root}: a streaming run; resume it with loop.mode streaming")
-    init = loop.run.root / "init"
     with timing.Session(loop.run.root) as loop.session:
-        for stage, body in (("label", loop.init_label), ("train", loop.init_train)):
-            output = loop.run.report_path(loop.run.init_dir(stage))
-            loop.timed_stage(runner, init, stage, output, body)
+        loop.run_init(runner)
         loop.run.write_state(loop.state())
         while (slot := loop.next_slot()) is not None:
             runner.iteration(slot.iteration, lambda s=slot: loop.iterate(s, runner))
@@ -426,6 +430,12 @@ def run_loop(loop: Loop, runner: StageRunner | None = None) -> dict[str, Any]:
     state = loop.state()  # after the session: the run's wall time counts it
     loop.run.write_state(state)
     runner.state_written(state)
+    log_end(state)
+    return state
+
+
+def log_end(state: dict[str, Any]) -> None:
+    """The run's last log line: how it ended and where its models are."""
     log.info(
         "run %s: %s (%s); models in %s",
         state["name"],
@@ -433,4 +443,3 @@ def run_loop(loop: Loop, runner: StageRunner | None = None) -> dict[str, Any]:
         state["status_detail"],
         state["models_dir"],
     )
-    return state

@@ -101,31 +101,21 @@ __all__ = ["Scheduler", "run_streaming"]
 def run_streaming(loop, runner) -> dict[str, Any]:
     """Run (or resume) a streaming run to its end: the initial data and ensemble as the
     synchronous loop makes them, then :class:`Scheduler`. Returns the final state."""
-    import logging
-
     from eelt import timing
     from eelt.errors import EeltError
+    from eelt.loop import log_end
 
     run = loop.run
     if (run.root / "iter-000").is_dir():
         raise EeltError(
             f"{run.root}: a synchronous run (iter-000/ exists); loop.mode streaming cannot resume it"
         )
-    init = run.root / "init"
     with timing.Session(run.root) as loop.session:
-        for stage, body in (("label", loop.init_label), ("train", loop.init_train)):
-            output = run.report_path(run.init_dir(stage))
-            loop.timed_stage(runner, init, stage, output, body)
+        loop.run_init(runner)
         scheduler = Scheduler(loop, on_state=runner.state_written)
         scheduler.publish()
         scheduler.run_to_end()
     loop.session = None
     state = scheduler.publish()  # after the session: the run's wall time counts it
-    logging.getLogger(__name__).info(
-        "run %s: %s (%s); models in %s",
-        state["name"],
-        state["status"],
-        state["status_detail"],
-        state["models_dir"],
-    )
+    log_end(state)
     return state
