@@ -37,18 +37,18 @@ from eelt.train.loss import LossPrefactors, PrefactorSchedule, learning_rate, me
 from eelt.train.trainer import (
     _LOSS_SMOOTHING,
     DIVERGENCE_FACTOR,
-    WARMUP_STEPS,
     MemberResult,
     Patience,
+    StepPlan,
     TrainingDiverged,
     _adam,
     _BatchOrder,
     _pick_device,
     anneal_steps,
     finish_member,
-    frames_per_batch,
     model_kwargs,
     torch_threads_set,
+    training_budget,
 )
 
 # Statistics of a member taken out of training (its weights are zeroed too), so that NaN
@@ -268,13 +268,7 @@ def _train_stacked(
     if init_from is not None and len(init_from) != n:
         raise ValueError(f"need one init_from per seed; got {len(init_from)} for {n} seeds")
     whos = [f"member {m} (seed {s})" for m, s in zip(members, seeds, strict=True)]
-    steps = train.steps if steps is None else int(steps)
-    start_lr = train.start_lr if start_lr is None else float(start_lr)
-    if steps <= 0:
-        raise ValueError(f"{', '.join(whos)}: steps must be positive, got {steps}")
-    if start_lr <= 0:
-        raise ValueError(f"{', '.join(whos)}: start_lr must be positive, got {start_lr}")
-    stop_lr = min(train.stop_lr, start_lr)
+    steps, start_lr, stop_lr = training_budget(train, steps, start_lr, ", ".join(whos))
     dev = _pick_device(device)
 
     frames = read_frames(data_files, type_map)
@@ -292,28 +286,13 @@ def _train_stacked(
     val_frames = [labeled[i] for i in val_idx]
     del frames
 
-    schedule = PrefactorSchedule(
-        train.start_pref_e,
-        train.limit_pref_e,
-        train.start_pref_f,
-        train.limit_pref_f,
-        train.start_pref_v,
-        train.limit_pref_v,
-    )
-    use_virial = schedule.uses_virial and any(f.virial_eV is not None for f in train_frames)
+    plan = StepPlan.of(train, steps, train_frames, warm=init_from is not None)  # as train_member
+    schedule, use_virial = plan.schedule, plan.use_virial
+    log_every, settle_steps, refit_every = plan.log_every, plan.settle_steps, plan.refit_every
+    warmup_steps = plan.warmup_steps
     optimizer = _adam(stack.parameters(), start_lr)
-    mean_atoms = float(np.mean([f.n_atoms for f in train_frames])) if train_frames else 1.0
-    batch_size = frames_per_batch(train.batch_size, mean_atoms)
-    orders = [_BatchOrder(np.arange(len(train_frames)), batch_size, seed) for seed in seeds]
+    orders = [_BatchOrder(np.arange(len(train_frames)), plan.batch_size, seed) for seed in seeds]
     layouts = [frame_layout(f.graph) for f in train_frames]
-    log_every = max(1, steps // 100)
-    settle_steps = min(
-        steps // 10,
-        max(2 * int(1 / _LOSS_SMOOTHING), len(train_frames) // batch_size),
-    )
-    refit_every = max(log_every, steps // 10)
-    warmup_steps = WARMUP_STEPS if init_from is None else WARMUP_STEPS // 2
-    warmup_steps = min(warmup_steps, steps // 10)
     curve_paths = [p.with_suffix(".csv") for p in out_paths]
 
     validation, training_set = _SameFrames(val_frames, stack), _SameFrames(train_frames, stack)

@@ -147,6 +147,63 @@ class _BatchOrder:
         return out
 
 
+def training_budget(
+    train: TrainConfig, steps: int | None, start_lr: float | None, who: str
+) -> tuple[int, float, float]:
+    """(steps, start_lr, stop_lr) of a training: the config's unless given; ValueError naming
+    ``who`` for a non-positive one. stop_lr never exceeds start_lr."""
+    steps = train.steps if steps is None else int(steps)
+    start_lr = train.start_lr if start_lr is None else float(start_lr)
+    if steps <= 0:
+        raise ValueError(f"{who}: steps must be positive, got {steps}")
+    if start_lr <= 0:
+        raise ValueError(f"{who}: start_lr must be positive, got {start_lr}")
+    return steps, start_lr, min(train.stop_lr, start_lr)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What a training's step loop follows, the same for one member and for a stack: loss
+    prefactors, whether the virial term is on, frames per batch, and every how many steps it
+    logs, starts watching for blow-ups, refits the energy shift, and ramps up the rate."""
+
+    schedule: PrefactorSchedule
+    use_virial: bool
+    batch_size: int
+    log_every: int
+    settle_steps: int
+    refit_every: int
+    warmup_steps: int
+
+    @classmethod
+    def of(cls, train: TrainConfig, steps: int, train_frames: list, warm: bool) -> StepPlan:
+        schedule = PrefactorSchedule(
+            train.start_pref_e,
+            train.limit_pref_e,
+            train.start_pref_f,
+            train.limit_pref_f,
+            train.start_pref_v,
+            train.limit_pref_v,
+        )
+        mean_atoms = float(np.mean([f.n_atoms for f in train_frames])) if train_frames else 1.0
+        batch_size = frames_per_batch(train.batch_size, mean_atoms)
+        log_every = max(1, steps // 100)
+        # warm starts ramp up too: fresh Adam moments on a trained net jumped the validation
+        # error 279 -> 393 meV/A in 10 steps on ethanol without it
+        warmup_steps = WARMUP_STEPS // 2 if warm else WARMUP_STEPS
+        return cls(
+            schedule=schedule,
+            use_virial=schedule.uses_virial and any(f.virial_eV is not None for f in train_frames),
+            batch_size=batch_size,
+            log_every=log_every,
+            settle_steps=min(
+                steps // 10, max(2 * int(1 / _LOSS_SMOOTHING), len(train_frames) // batch_size)
+            ),
+            refit_every=max(log_every, steps // 10),
+            warmup_steps=min(warmup_steps, steps // 10),
+        )
+
+
 class Patience:
     """Says when a member's training ends before its ``steps``: once the validation force RMSE
     has not improved by PATIENCE_MIN_GAIN (relative) over its best for ``steps`` steps (0:
@@ -244,13 +301,7 @@ def _train_member(
 ) -> MemberResult:
     t_start = time.perf_counter()
     who = f"member {member} (seed {seed})"
-    steps = train.steps if steps is None else int(steps)
-    start_lr = train.start_lr if start_lr is None else float(start_lr)
-    if steps <= 0:
-        raise ValueError(f"{who}: steps must be positive, got {steps}")
-    if start_lr <= 0:
-        raise ValueError(f"{who}: start_lr must be positive, got {start_lr}")
-    stop_lr = min(train.stop_lr, start_lr)
+    steps, start_lr, stop_lr = training_budget(train, steps, start_lr, who)
     torch.manual_seed(seed)
     dev = _pick_device(device)
 
@@ -278,31 +329,14 @@ def _train_member(
     val_frames = [labeled[i] for i in val_idx]
     del frames
 
-    schedule = PrefactorSchedule(
-        train.start_pref_e,
-        train.limit_pref_e,
-        train.start_pref_f,
-        train.limit_pref_f,
-        train.start_pref_v,
-        train.limit_pref_v,
-    )
-    use_virial = schedule.uses_virial and any(f.virial_eV is not None for f in train_frames)
+    plan = StepPlan.of(train, steps, train_frames, warm=init_from is not None)
+    schedule, use_virial = plan.schedule, plan.use_virial
+    log_every, settle_steps, refit_every = plan.log_every, plan.settle_steps, plan.refit_every
+    warmup_steps = plan.warmup_steps
     optimizer = _adam(model.parameters(), start_lr)
-    mean_atoms = float(np.mean([f.n_atoms for f in train_frames])) if train_frames else 1.0
-    batch_size = frames_per_batch(train.batch_size, mean_atoms)
-    order = _BatchOrder(np.arange(len(train_frames)), batch_size, seed)
-    log_every = max(1, steps // 100)
+    order = _BatchOrder(np.arange(len(train_frames)), plan.batch_size, seed)
     rows: list[dict[str, float]] = []
     ema = math.nan
-    settle_steps = min(
-        steps // 10,
-        max(2 * int(1 / _LOSS_SMOOTHING), len(train_frames) // batch_size),
-    )
-    refit_every = max(log_every, steps // 10)
-    # warm starts ramp up too: fresh Adam moments on a trained net jumped the validation
-    # error 279 -> 393 meV/A in 10 steps on ethanol without it
-    warmup_steps = WARMUP_STEPS if init_from is None else WARMUP_STEPS // 2
-    warmup_steps = min(warmup_steps, steps // 10)
     curve_path = out_path.with_suffix(".csv")
 
     def diverged(message: str) -> TrainingDiverged:
