@@ -237,13 +237,15 @@ class Loop(Exploration, Examination, Progress):
                 files, out_dir, cfg, self.type_map, executor, init_dir, warm, where
             )
             progress.update(len(results))
+        from eelt.train.trainer import training_busy_s
+
         members = [r.to_dict() for r in results]
         summary = {
             "models_dir": str(out_dir.relative_to(self.run.root)),
             "warm_start": warm,
             "n_frames": n_old + n_new,
             "members": members,
-            "busy_s": _training_busy_s(members, cfg, executor),
+            "busy_s": training_busy_s(members, cfg, executor),
             "val_energy_rmse_meV_per_atom": float(
                 np.mean([m["val_energy_rmse_meV_per_atom"] for m in members])
             ),
@@ -394,19 +396,6 @@ class Loop(Exploration, Examination, Progress):
             "calibrate": calibration,
             "train": trained,
         }
-
-
-def _training_busy_s(members: list[dict], cfg, executor: Executor) -> float:
-    """Worker seconds a training took: one job per member, or (stacked) one job per stack, whose
-    members each report the stack's wall time."""
-    walls = {m["member"]: m.get("wall_s") or 0.0 for m in members}
-    walls = {k: (0.0 if v != v else v) for k, v in walls.items()}  # NaN: trained earlier
-    if cfg.mode != "stacked":
-        return float(sum(walls.values()))
-    from eelt.train.trainer import stack_groups
-
-    groups = stack_groups(sorted(walls), cfg.stacks, executor)
-    return float(sum(max(walls[m] for m in group) for group in groups))
 
 
 def run_loop(loop: Loop, runner: StageRunner | None = None) -> dict[str, Any]:

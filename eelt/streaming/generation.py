@@ -67,6 +67,7 @@ def train_generation(
     run's :class:`eelt.loop.Loop` (its run directory, config, type map and test errors)."""
     from eelt.streaming.calibration import calibrate_generation
     from eelt.train import train_warm_or_fresh
+    from eelt.train.trainer import training_busy_s
 
     run, cfg = loop.run, loop.config.train
     out = stream.generation_dir(generation)
@@ -130,6 +131,7 @@ def train_generation(
     )
     members = [r.to_dict() for r in results]
     report = {
+        "busy_s": training_busy_s(members, cfg, executor),  # a stack's time once
         **base,
         "models_dir": str(out.relative_to(run.root)),
         "warm_start": warm,

@@ -739,3 +739,14 @@ def train_warm_or_fresh(
             ) from None
         log.warning("%s: warm start diverged (%s); training those members from scratch", what, err)
         return train_ensemble(data_files, out_dir, train, type_map, executor)
+
+
+def training_busy_s(members: list[dict], cfg: TrainConfig, executor: Executor) -> float:
+    """Worker seconds a training took: one job per member, or (stacked) one job per stack, whose
+    members each report the stack's wall time (counted once)."""
+    walls = {m["member"]: m.get("wall_s") or 0.0 for m in members}
+    walls = {k: (0.0 if v != v else v) for k, v in walls.items()}  # NaN: trained earlier
+    if cfg.mode != "stacked":
+        return float(sum(walls.values()))
+    groups = stack_groups(sorted(walls), cfg.stacks, executor)
+    return float(sum(max(walls[m] for m in group) for group in groups))

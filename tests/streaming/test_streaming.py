@@ -172,6 +172,14 @@ def test_prefect_history_artifact_renders_generations(streamed):
     t = state["time"]
     assert t["wall_over_dft_wall"] == pytest.approx(t["run_wall_s"] / t["dft_wall_s"])
     assert t["dft_wall_s"] == pytest.approx(t["busy_s"]["dft"] / 2)  # 2 worker slots
+    # a stacked generation's time counts once per stack (one stack on a thread pool)
+    for row in state["iterations"]:
+        g = row["generation"]
+        report = json.loads(
+            (run.root / "stream" / "generations" / f"gen-{g:03d}" / "report.json").read_text()
+        )
+        if report.get("members"):
+            assert report["busy_s"] == pytest.approx(max(m["wall_s"] for m in report["members"]))
 
 
 def test_status_columns_show_generations(streamed):
