@@ -30,7 +30,7 @@ from torch import nn
 from eelt.model.descriptor import environment
 from eelt.model.neighbors import FrameGraph
 from eelt.model.networks import residual_mlp
-from eelt.model.stack import MemberStack
+from eelt.model.stack import MemberStack, check_batch
 
 # A block joins a group while the group's padding, over all members and the nets' widest
 # layer, stays within PACK_PAD_ELEMENTS (about what the per-operation overhead of running it
@@ -325,13 +325,7 @@ def evaluate_members(
     n_members, n_atoms, n_frames = batch.n_members, batch.n_atoms, batch.n_frames
     if stack.n_members != n_members:
         raise ValueError(f"batch has {n_members} members, the stack {stack.n_members}")
-    if batch.positions.dtype != stack.dtype:
-        raise ValueError(f"batch is {batch.positions.dtype}, model is {stack.dtype}: collate")
-    if len(batch.type_counts) > len(stack.type_map):
-        raise ValueError(
-            f"batch has atom types up to {len(batch.type_counts) - 1}, "
-            f"model type_map {stack.type_map} has {len(stack.type_map)} elements"
-        )
+    check_batch(stack, batch.positions.dtype, batch.type_counts)
     slot_frame = batch.frame_index[batch.nbr_i]
     pos = batch.positions.detach()
     cell_shift = torch.bmm(batch.nbr_shift.unsqueeze(1), batch.cell[slot_frame]).squeeze(1)

@@ -57,6 +57,17 @@ def check_architecture(
         )
 
 
+def check_batch(stack: MemberStack, dtype: torch.dtype, type_counts: Sequence[int]) -> None:
+    """ValueError when a batch (its positions' dtype, atoms per type) does not fit ``stack``."""
+    if dtype != stack.dtype:
+        raise ValueError(f"batch is {dtype}, model is {stack.dtype}: collate")
+    if len(type_counts) > len(stack.type_map):
+        raise ValueError(
+            f"batch has atom types up to {len(type_counts) - 1}, "
+            f"model type_map {stack.type_map} has {len(stack.type_map)} elements"
+        )
+
+
 class MemberStack(nn.Module):
     """K DeepPot-SE (se_e2_a) models evaluated together; outputs carry a leading member axis."""
 
@@ -129,13 +140,7 @@ class MemberStack(nn.Module):
         selected = range(self.n_members)[members]
         if selected.step != 1 or not selected:
             raise ValueError(f"members must select consecutive members, got {members}")
-        if batch.positions.dtype != self.dtype:
-            raise ValueError(f"batch is {batch.positions.dtype}, model is {self.dtype}: collate")
-        if len(batch.type_counts) > len(self.type_map):
-            raise ValueError(
-                f"batch has atom types up to {len(batch.type_counts) - 1}, "
-                f"model type_map {self.type_map} has {len(self.type_map)} elements"
-            )
+        check_batch(self, batch.positions.dtype, batch.type_counts)
         grads = forces or virial
         grad_outside = torch.is_grad_enabled()
         retain_graph = create_graph or (

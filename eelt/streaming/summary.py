@@ -23,11 +23,16 @@ def _rounds(stream: StreamDir) -> list[dict[str, Any]]:
     return out
 
 
-def _selections(stream: StreamDir, rounds: range):
-    """(selection report, labels record or None) of every examined segment in ``rounds``."""
+def _walkers_by_round(stream: StreamDir) -> dict[int, list[int]]:
+    """The walkers of each round that have a selection folder (r0003-w001)."""
     by_round: dict[int, list[int]] = {}
-    for d in _dirs(stream):  # r0003-w001
+    for d in _dirs(stream):
         by_round.setdefault(int(d.name[1:5]), []).append(int(d.name[7:10]))
+    return by_round
+
+
+def _selections(stream: StreamDir, rounds: range, by_round: dict[int, list[int]]):
+    """(selection report, labels record or None) of every examined segment in ``rounds``."""
     for r in rounds:
         for w in sorted(by_round.get(r, [])):
             if (sel := stream.selection(w, r)) is not None:
@@ -52,8 +57,9 @@ def state(loop, stream: StreamDir) -> dict[str, Any]:
         if (report := stream.generation(g)) is None:
             break
         generations[g] = report
-    last_round = max(len(rounds), max((int(p.name[1:5]) for p in _dirs(stream)), default=-1) + 1)
-    every = list(_selections(stream, range(last_round)))
+    by_round = _walkers_by_round(stream)
+    last_round = max(len(rounds), max(by_round, default=-1) + 1)
+    every = list(_selections(stream, range(last_round), by_round))
     labeled = [lab for _, lab in every if lab is not None]
     n_init = int(init.get("n_labeled", 0))
     n_train = n_init + int(_sum(labeled, "n_labeled"))
@@ -62,7 +68,7 @@ def state(loop, stream: StreamDir) -> dict[str, Any]:
     history, labels_total, hours_total = [], n_init, float(init.get("dft_core_hours", 0.0))
     for g, report in generations.items():
         first = triggers[g - 2] + 1 if g >= 2 else 0
-        pairs = list(_selections(stream, range(first, triggers[g - 1] + 1)))
+        pairs = list(_selections(stream, range(first, triggers[g - 1] + 1), by_round))
         sels = [s for s, _ in pairs]
         labs = [lab for _, lab in pairs if lab is not None]
         n_total = int(_sum(sels, "n_total"))

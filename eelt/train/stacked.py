@@ -46,6 +46,7 @@ from eelt.train.trainer import (
     _pick_device,
     anneal_steps,
     finish_member,
+    load_warm_start,
     model_kwargs,
     torch_threads_set,
     training_budget,
@@ -128,14 +129,7 @@ def _initial_models(
         return models
     models = []
     for path, who in zip(init_from, whos, strict=True):
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{who}: init_from checkpoint {path} does not exist")
-        model = DeepPot.load(path).with_precision(train.precision)
-        if list(model.type_map) != list(type_map):
-            raise ValueError(
-                f"{who}: init_from {path} has type_map {list(model.type_map)}, "
-                f"expected {list(type_map)}"
-            )
+        model = load_warm_start(path, train, type_map, who)
         for name in ARCHITECTURE if models else ():
             if model.hparams[name] != models[0].hparams[name]:
                 raise ValueError(

@@ -147,6 +147,20 @@ class _BatchOrder:
         return out
 
 
+def load_warm_start(path: str | Path, train: TrainConfig, type_map: list[str], who: str) -> DeepPot:
+    """The checkpoint a warm start begins from, in the training precision; an error naming
+    ``who`` when it is missing or has another type_map."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{who}: init_from checkpoint {path} does not exist")
+    model = DeepPot.load(path).with_precision(train.precision)
+    if list(model.type_map) != list(type_map):
+        raise ValueError(
+            f"{who}: init_from {path} has type_map {list(model.type_map)}, "
+            f"expected {list(type_map)}"
+        )
+    return model
+
+
 def training_budget(
     train: TrainConfig, steps: int | None, start_lr: float | None, who: str
 ) -> tuple[int, float, float]:
@@ -309,14 +323,7 @@ def _train_member(
     train_idx, val_idx = split_train_validation(len(frames), train.validation_fraction, train.seed)
 
     if init_from is not None:
-        if not Path(init_from).is_file():
-            raise FileNotFoundError(f"{who}: init_from checkpoint {init_from} does not exist")
-        model = DeepPot.load(init_from).with_precision(train.precision)
-        if list(model.type_map) != list(type_map):
-            raise ValueError(
-                f"{who}: init_from {init_from} has type_map {list(model.type_map)}, "
-                f"expected {list(type_map)}"
-            )
+        model = load_warm_start(init_from, train, type_map, who)
     else:
         kwargs = model_kwargs(train.model) | {"precision": train.precision}
         model = DeepPot(list(type_map), **kwargs, seed=seed)
