@@ -24,8 +24,8 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from eelt.config import ExecutionConfig
-from eelt.execution import open_executor
 from eelt.label import PySCFLabeler, label_frames
+from eelt.orchestration.execution import open_executor
 
 DATA = Path(__file__).resolve().parent / "data" / "ethanol_pbe_def2svp_test.extxyz"
 

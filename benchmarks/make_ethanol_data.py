@@ -52,8 +52,8 @@ from ase.md.velocitydistribution import (
 from eelt import keys
 from eelt.atomic import write_frames, write_json
 from eelt.config import ExecutionConfig
-from eelt.execution import open_executor
 from eelt.label import Labeler, PySCFLabeler, label_frames
+from eelt.orchestration.execution import open_executor
 
 NAME = "ethanol_pbe_def2svp"
 TEMPERATURES_K = (300.0, 450.0, 600.0)

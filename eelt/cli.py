@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eelt.errors import EeltError
-from eelt.status_columns import (
+from eelt.orchestration.status_columns import (
     ACCURACY_CAPTION,
     ACCURACY_COLUMNS,
     ACCURACY_TITLE,
@@ -32,7 +32,7 @@ from eelt.status_columns import (
     stream_line,
     time_line,
 )
-from eelt.status_columns import fmt as _fmt
+from eelt.orchestration.status_columns import fmt as _fmt
 
 app = typer.Typer(
     help="eelt: concurrent learning of interatomic potentials (explore, examine, label, train).",
@@ -113,7 +113,7 @@ def serve(
     """Register the run as a Prefect deployment (eelt/NAME) and execute the runs started from
     the UI (or on a schedule) until Ctrl-C; each start runs or resumes the run directory."""
     from eelt.config import load_config
-    from eelt.preflight import preflight
+    from eelt.orchestration.preflight import preflight
     from eelt.server import running_server
 
     _setup_logging(False)
@@ -152,7 +152,7 @@ def cluster_script(config: Annotated[Path, typer.Argument(help="run config (YAML
         _fail(
             f"{config}: execution.kind is {cfg.execution.kind!r}; no batch script (use slurm, pbs, sge or lsf)"
         )
-    from eelt.execution import jobqueue_cluster
+    from eelt.orchestration.execution import jobqueue_cluster
 
     cluster = jobqueue_cluster(cfg.execution)
     try:
@@ -171,7 +171,7 @@ def validate(
     functional and basis, biases, initial data, whether the run directory may be resumed),
     and print it with every default filled in; one line per problem (exit 2)."""
     from eelt.config import ConfigError, load_config
-    from eelt.preflight import preflight
+    from eelt.orchestration.preflight import preflight
 
     try:
         cfg, base_dir = load_config(config)
@@ -209,9 +209,9 @@ def run(
     root = run_dir or Path("runs") / cfg.name
     if fresh and (root / "eelt.yaml").exists():
         _fail(f"{root} already holds a run; drop --fresh to resume it or choose another --run-dir")
-    from eelt.preflight import preflight
+    from eelt.orchestration.preflight import preflight
+    from eelt.orchestration.tracking import tracking
     from eelt.terminal import console_tracker
-    from eelt.tracking import tracking
 
     _guard(preflight, cfg, base_dir, root)  # before any server or cluster starts
     trackers = () if quiet else (console_tracker(err),)
@@ -250,8 +250,8 @@ def run(
 
 
 def _run_plain(cfg, base_dir: Path, root: Path) -> dict:
-    from eelt.execution import open_executor
-    from eelt.loop import Loop, prepare_run, run_loop
+    from eelt.orchestration.execution import open_executor
+    from eelt.orchestration.synchronous import Loop, prepare_run, run_loop
 
     run = prepare_run(cfg, base_dir, root)
     with open_executor(cfg.execution, root / "logs") as executor:
@@ -293,7 +293,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="print the state as JSON")] = False,
 ) -> None:
     """Show a run's progress from its run directory alone (no server needed)."""
-    from eelt.rundir import RunDir
+    from eelt.orchestration.rundir import RunDir
 
     state = _guard(RunDir(run_dir).read_state)
     if as_json:
@@ -364,7 +364,7 @@ def _train(data: Path, out_dir: Path, config: Path | None):
     from ase.data import atomic_numbers
 
     from eelt.config import ExecutionConfig, TrainConfig, parse_section
-    from eelt.execution import open_executor
+    from eelt.orchestration.execution import open_executor
     from eelt.train import train_ensemble
 
     if not data.is_file():
@@ -399,7 +399,7 @@ def baseline(
     quiet: Annotated[bool, typer.Option(help="only warnings and errors")] = False,
 ) -> None:
     """Active learning against random selection: two ensembles trained on N labels each."""
-    from eelt.baseline import TABLE_HEADER, run_baseline, table_rows
+    from eelt.tools.baseline import TABLE_HEADER, run_baseline, table_rows
 
     _setup_logging(quiet)
     report = _guard(run_baseline, run_dir, labels, data, seed)
@@ -432,7 +432,7 @@ def export_command(
     ] = True,
 ) -> None:
     """Export a run's labeled frames (training set, held-out test set) as extxyz or DeePMD npy."""
-    from eelt.dataset_export import export_run
+    from eelt.tools.export import export_run
 
     for written in _guard(export_run, run_dir, fmt, out_dir, test):
         if written.n_frames:
@@ -454,7 +454,7 @@ def report_command(
     ] = None,
 ) -> None:
     """One self-contained HTML file of a run: its tables, learning curve and plots, embedded."""
-    from eelt.report import write_report
+    from eelt.tools.report import write_report
 
     written = _guard(write_report, run_dir, out_file)
     out.print(
@@ -479,7 +479,7 @@ def init_command(
     ] = None,
 ) -> None:
     """Write a commented first config for a structure, sized for a laptop."""
-    from eelt.init_config import write_init_config
+    from eelt.tools.init_config import write_init_config
 
     path, chosen = _guard(write_init_config, structure, out_file, name, labeler)
     out.print(

@@ -548,7 +548,7 @@ class LoopConfig(Section):
     mode: Literal["synchronous", "streaming"] = Field(
         default="synchronous",
         description="synchronous: one iteration after another (explore, examine, label, train); "
-        "streaming: walkers, DFT jobs and training overlap (eelt.streaming): walker segments are "
+        "streaming: walkers, DFT jobs and training overlap (eelt.orchestration.streaming): walker segments are "
         "examined as they end, a generation trains once generation_labels new labels arrived, "
         "and max_iterations counts generations",
     )

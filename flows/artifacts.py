@@ -12,7 +12,7 @@ import base64
 from pathlib import Path
 from typing import Any
 
-from eelt.status_columns import time_line
+from eelt.orchestration.status_columns import time_line
 
 MAX_IMAGE_BYTES = 2 * 2**20  # a larger PNG is named, not embedded
 
@@ -38,7 +38,7 @@ def iteration_rows(
     record: dict[str, Any], times: dict[str, Any] | None = None
 ) -> list[dict[str, Any]]:
     """The iteration's table: examination, labels, calibration, training, and the wall time of
-    each stage (``times``: eelt.timing's record of the iteration)."""
+    each stage (``times``: eelt.orchestration.timing's record of the iteration)."""
     exam = record["examine"]
     rows = [
         {"quantity": "frames explored", "value": exam["n_total"]},

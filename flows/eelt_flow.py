@@ -19,12 +19,12 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from eelt import timing
 from eelt.config import load_config
 from eelt.errors import EeltError
-from eelt.execution import open_executor
-from eelt.loop import Loop, prepare_run, run_loop
-from eelt.tracking import tracking
+from eelt.orchestration import timing
+from eelt.orchestration.execution import open_executor
+from eelt.orchestration.synchronous import Loop, prepare_run, run_loop
+from eelt.orchestration.tracking import tracking
 from flows.artifacts import (
     artifact_key,
     generation_plots_markdown,
@@ -122,7 +122,7 @@ class PrefectRunner:
 def publish_history(state: dict[str, Any]) -> None:
     """The run-level artifact: status, labels, the table by iteration and the learning curve
     (test force RMSE against labels); a new version after every iteration."""
-    from eelt.report import learning_curve_png
+    from eelt.tools.report import learning_curve_png
 
     with tempfile.TemporaryDirectory() as tmp:
         plot = None

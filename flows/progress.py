@@ -14,7 +14,7 @@ log = logging.getLogger("eelt.flows")
 
 
 class ProgressArtifacts:
-    """A :class:`eelt.tracking.Tracker` that keeps a Prefect progress artifact (percent done)
+    """A :class:`eelt.orchestration.tracking.Tracker` that keeps a Prefect progress artifact (percent done)
     per unit of work. A failed API call costs a warning, never the run."""
 
     def __init__(self, run_name: str):

@@ -72,7 +72,7 @@ def test_load_config_errors(tmp_path):
 def test_examples_validate(example):
     from pathlib import Path
 
-    from eelt.rundir import read_structures
+    from eelt.orchestration.rundir import read_structures
 
     path = Path(__file__).parent.parent / "examples" / example / "eelt.yaml"
     cfg, base = load_config(path)

@@ -13,8 +13,8 @@ import pytest
 from ase.build import bulk
 
 from eelt.config import ExecutionConfig
-from eelt.execution import open_executor
 from eelt.label import EMTLabeler, label_frames
+from eelt.orchestration.execution import open_executor
 
 pytestmark = pytest.mark.slurm
 INSTALL = Path(__file__).resolve().parent.parent / ".ci" / "install-slurm.sh"
@@ -65,7 +65,7 @@ def test_labels_through_a_slurm_cluster(tmp_path):
 
 
 def test_the_tiny_loop_runs_on_slurm(tmp_path):
-    from eelt.loop import Loop, prepare_run, run_loop
+    from eelt.orchestration.synchronous import Loop, prepare_run, run_loop
     from tests.loop_config import cu_start, tiny_config
 
     cfg = tiny_config(

@@ -2,8 +2,8 @@
 explored frames become candidates and which held-out test frames, and (after labeling) how the
 exploring ensemble fared against DFT on them (examine/report.json, examine/calibration.json).
 
-A mixin of :class:`eelt.loop.Loop`: it reads and writes the run directory through ``self.run``
-and uses ``self.config``, ``self.models_dir`` and the budgets of :class:`eelt.progress.Progress`.
+A mixin of :class:`eelt.orchestration.synchronous.Loop`: it reads and writes the run directory through ``self.run``
+and uses ``self.config``, ``self.models_dir`` and the budgets of :class:`eelt.orchestration.progress.Progress`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 from ase import Atoms
 
 from eelt import atomic, keys
-from eelt.progress import Slot
+from eelt.orchestration.progress import Slot
 
 log = logging.getLogger(__name__)
 

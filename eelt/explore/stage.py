@@ -1,7 +1,7 @@
 """The exploration stage of an iteration, as the loop runs it: which structures the walkers start
 from, one walker per start x condition x repeat through the executor, and the stage report.
 
-A mixin of :class:`eelt.loop.Loop`: it reads and writes the run directory through ``self.run``
+A mixin of :class:`eelt.orchestration.synchronous.Loop`: it reads and writes the run directory through ``self.run``
 and uses ``self.config``, ``self.executor``, ``self.models_dir`` and ``self.trust_levels``.
 """
 
@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from eelt import atomic, keys, tracking
+from eelt import atomic, keys
 from eelt.errors import EeltError
-from eelt.progress import Slot
+from eelt.orchestration import tracking
+from eelt.orchestration.progress import Slot
 
 log = logging.getLogger(__name__)
 

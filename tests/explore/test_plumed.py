@@ -21,7 +21,7 @@ def test_without_the_wrapper_the_reason_is_named(monkeypatch):
 def test_a_plumed_stage_without_a_kernel_is_a_user_error_before_the_run(tmp_path, monkeypatch):
     from eelt.errors import EeltError
     from eelt.explore import plumed
-    from eelt.preflight import preflight
+    from eelt.orchestration.preflight import preflight
     from tests.loop_config import cu_start, tiny_config
 
     monkeypatch.setattr(plumed, "plumed_kernel_error", lambda: "no PLUMED kernel (test)")

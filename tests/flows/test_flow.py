@@ -56,7 +56,7 @@ def test_flow_runs_a_streaming_run_and_publishes_each_generation(tmp_path, prefe
     from prefect.client.orchestration import get_client
 
     from flows import eelt_run
-    from tests.streaming.stream_config import streaming_config
+    from tests.orchestration.streaming.stream_config import streaming_config
 
     data = streaming_config(tmp_path).model_dump(mode="json")
     data["name"] = "cu-stream"

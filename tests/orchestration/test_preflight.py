@@ -1,0 +1,82 @@
+"""Errors before the engine: every problem a config has without DFT, one line each, exit 2,
+nothing written, no server started."""
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from eelt.cli import app
+
+WATER = "3\n\nO 0 0 0.117\nH 0 0.757 -0.469\nH 0 -0.757 -0.469\n"
+
+
+def _config(tmp_path, **changes):
+    (tmp_path / "h2o.xyz").write_text(WATER)
+    cfg = {
+        "name": "pre",
+        "system": {"structures": ["h2o.xyz"]},
+        "explore": {"stages": [{"temperatures_K": [300]}]},
+        "label": {"kind": "pyscf", "xc": "pbe", "basis": "sto-3g"},
+    }
+    for key, value in changes.items():
+        cfg[key] = value
+    path = tmp_path / "eelt.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize(
+    "changes, lines",
+    [
+        (
+            {"system": {"structures": ["missing.xyz", "h2o.xyz", "also-missing.xyz"]}},
+            ["system.structures: missing.xyz: no such file",
+             "system.structures: also-missing.xyz: no such file"],
+        ),
+        ({"label": {"kind": "pyscf", "xc": "pbee"}}, ["label.xc: 'pbee' is not a functional"]),
+        (
+            {"label": {"kind": "pyscf", "basis": "no-such-basis"}},
+            ["label: PySCF cannot build H2O with basis 'no-such-basis'"],
+        ),
+        ({"label": {"kind": "pyscf", "spin": 1}}, ["label: PySCF cannot build H2O"]),
+        ({"label": {"kind": "emt"}, "system": {"structures": ["h2o.xyz"], "type_map": ["O"]}},
+         ["system.type_map: ['O'] lacks ['H']"]),
+        ({"init": {"data": ["mine.extxyz"]}}, ["init.data: mine.extxyz: no such file"]),
+        (
+            {"explore": {"stages": [{"temperatures_K": [300], "ensemble": "npt",
+                                     "pressures_bar": [1]}]}},
+            ["explore.stages.0: ensemble 'npt' needs structures periodic"],
+        ),
+    ],
+)  # fmt: skip
+def test_bad_config_is_one_line_per_problem_and_writes_nothing(tmp_path, command, changes, lines):
+    path = _config(tmp_path, **changes)
+    args = [command, str(path)] + (["--plain"] if command == "run" else [])
+    result = CliRunner().invoke(app, args + ["--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    out = result.output.splitlines()
+    assert len(out) == len(lines), result.output
+    for line, expected in zip(out, lines, strict=True):
+        assert line.startswith("error: ") and expected in line, result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_that_cannot_be_resumed_is_found_before_it_starts(tmp_path):
+    from eelt.config import load_config
+    from eelt.orchestration.synchronous import prepare_run
+
+    path = _config(tmp_path)
+    cfg, base = load_config(path)
+    prepare_run(cfg, base, tmp_path / "run")
+    changed = _config(tmp_path, label={"kind": "pyscf", "xc": "b3lyp", "basis": "sto-3g"})
+    result = CliRunner().invoke(app, ["validate", str(changed), "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "label.xc" in result.output
+    assert "only 'loop' and 'execution' may change on resume" in result.output
+
+
+def test_a_good_config_validates_with_its_resolved_type_map(tmp_path):
+    result = CliRunner().invoke(app, ["validate", str(_config(tmp_path))])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.output)["system"]["type_map"] == ["H", "O"]
