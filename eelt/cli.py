@@ -250,12 +250,13 @@ def run(
 
 
 def _run_plain(cfg, base_dir: Path, root: Path) -> dict:
+    from eelt.orchestration.context import RunContext
     from eelt.orchestration.execution import open_executor
-    from eelt.orchestration.synchronous import Loop, prepare_run, run_loop
+    from eelt.orchestration.runs import prepare_run, run_loop
 
     run = prepare_run(cfg, base_dir, root)
     with open_executor(cfg.execution, root / "logs") as executor:
-        return run_loop(Loop(run, executor))
+        return run_loop(RunContext(run, executor))
 
 
 def _table(title: str, columns, rows: list[dict], caption: str) -> Table:

@@ -22,8 +22,9 @@ from prefect.cache_policies import NO_CACHE
 from eelt.config import load_config
 from eelt.errors import EeltError
 from eelt.orchestration import timing
+from eelt.orchestration.context import RunContext
 from eelt.orchestration.execution import open_executor
-from eelt.orchestration.synchronous import Loop, prepare_run, run_loop
+from eelt.orchestration.runs import prepare_run, run_loop
 from eelt.orchestration.tracking import tracking
 from flows.artifacts import (
     artifact_key,
@@ -156,7 +157,7 @@ def eelt_run(config_path: str, run_dir: str | None = None) -> dict[str, Any]:
         open_executor(config.execution, root / "logs") as executor,
         tracking(ProgressArtifacts(config.name)),
     ):
-        return run_loop(Loop(run, executor), PrefectRunner(config.name, root))
+        return run_loop(RunContext(run, executor), PrefectRunner(config.name, root))
 
 
 if __name__ == "__main__":

@@ -65,7 +65,8 @@ def test_labels_through_a_slurm_cluster(tmp_path):
 
 
 def test_the_tiny_loop_runs_on_slurm(tmp_path):
-    from eelt.orchestration.synchronous import Loop, prepare_run, run_loop
+    from eelt.orchestration.context import RunContext
+    from eelt.orchestration.runs import prepare_run, run_loop
     from tests.loop_config import cu_start, tiny_config
 
     cfg = tiny_config(
@@ -75,7 +76,7 @@ def test_the_tiny_loop_runs_on_slurm(tmp_path):
     )
     run = prepare_run(cfg, tmp_path, tmp_path / "run")
     with open_executor(cfg.execution, tmp_path / "logs") as executor:
-        state = run_loop(Loop(run, executor))
+        state = run_loop(RunContext(run, executor))
     assert state["status"] == "max_iterations" and len(state["iterations"]) == 1
     assert state["n_labels"] > 0
 

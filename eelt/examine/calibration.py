@@ -289,3 +289,110 @@ def calibration_plot(
     ax.legend(loc="upper left", fontsize="x-small")
     fig.tight_layout()
     return atomic_write(path, lambda p: fig.savefig(p, format="png"))
+
+
+def calibrated_levels(levels: dict, calibrations, cfg) -> dict:
+    """``levels`` with ``trust_levels: calibrated``: from the first of ``calibrations`` ((where,
+    calibration record) pairs, newest first) whose fit crossed the target error; unchanged
+    otherwise, and for relative deviations."""
+    if cfg.trust_levels != "calibrated" or levels["deviation"] == "relative":
+        return levels
+    for where, record in calibrations:
+        crossing = (record or {}).get("calibration", {}).get("crossing_eV_per_A")
+        if crossing is not None:
+            lo, hi = calibrated_trust_levels(
+                crossing, tuple(cfg.trust_lo_bounds_eV_per_A), cfg.trust_hi_factor
+            )
+            return {
+                **levels,
+                "trust_lo_eV_per_A": float(lo),
+                "trust_hi_eV_per_A": float(hi),
+                "trust_source": f"calibrated in {where}",
+            }
+    return levels
+
+
+@dataclass(frozen=True)
+class ExploredLabels:
+    """Labeled frames of one examination, for the calibration of the ensemble that explored
+    them: the examination's ``levels`` (its report: deviation kind and trust levels), its
+    labeled ``candidates`` and ``tests``, the ``models`` directory of the exploring ensemble,
+    and ``row`` fields copied into each frame's record (e.g. round and walker)."""
+
+    levels: dict
+    candidates: list
+    tests: list
+    models: Path
+    row: dict
+
+
+def calibrate_explorers(
+    groups: Sequence[ExploredLabels],
+    target_force_error_eV_per_A: float | None,
+    plot_path: str | os.PathLike,
+    title: str,
+) -> dict:
+    """How the exploring ensembles did on the frames they explored and that were labeled: each
+    frame predicted by the ensemble that explored it, with the deviation that ensemble recorded
+    during the MD. Returns the record (calibration fit, test error overall and per trust class,
+    ErrorSums, one row per frame) and draws the calibration plot at ``plot_path``."""
+    from eelt import keys
+    from eelt.examine.trust import TRUST_CLASSES, classify
+    from eelt.model import Ensemble
+    from eelt.train.metrics import ErrorSums, predict_frames
+
+    devi, error, kinds, rows = [], [], [], []
+    test_sums = ErrorSums()
+    by_class = {name: ErrorSums() for name in TRUST_CLASSES}
+    ensembles: dict[Path, Ensemble] = {}
+    for group in groups:
+        frames = group.candidates + group.tests
+        if not frames:
+            continue
+        if group.models not in ensembles:
+            ensembles[group.models] = Ensemble.load(group.models)
+        pred = predict_frames(ensembles[group.models], frames)
+        d = np.array([f.info.get(keys.MAX_DEVI_F, np.nan) for f in frames], dtype=float)
+        levels = group.levels
+        if levels.get("deviation") == "relative":
+            rel = [f.info.get(keys.MAX_DEVI_F_REL, np.nan) for f in frames]
+            c = classify(np.array(rel, dtype=float), levels["trust_lo_relative"],
+                         levels["trust_hi_relative"])  # fmt: skip
+        else:
+            c = classify(d, levels["trust_lo_eV_per_A"], levels["trust_hi_eV_per_A"])
+        e = pred.max_force_error_eV_per_A
+        test_idx = np.arange(len(group.candidates), len(frames))
+        if len(test_idx):
+            test_sums = test_sums + ErrorSums.of(pred.subset(test_idx))
+            for code, name in enumerate(TRUST_CLASSES):
+                idx = test_idx[c[test_idx] == code]
+                if len(idx):
+                    by_class[name] = by_class[name] + ErrorSums.of(pred.subset(idx))
+        k = ["candidate"] * len(group.candidates) + ["test"] * len(group.tests)
+        devi.append(d)
+        error.append(e)
+        kinds += k
+        rows += [
+            {
+                "kind": kind,
+                **group.row,
+                "trust_class": TRUST_CLASSES[int(code)],
+                "max_devi_f": float(dv),
+                "max_force_error_eV_per_A": float(er),
+            }
+            for kind, code, dv, er in zip(k, c, d, e, strict=True)
+        ]
+    devi_all = np.concatenate(devi) if devi else np.zeros(0)
+    error_all = np.concatenate(error) if error else np.zeros(0)
+    cal = calibrate(devi_all, error_all, target_force_error_eV_per_A)
+    last = groups[-1].levels if groups else {}
+    absolute = last.get("deviation") != "relative" and last.get("trust_lo_eV_per_A") is not None
+    lo, hi = (last["trust_lo_eV_per_A"], last["trust_hi_eV_per_A"]) if absolute else (0.0, 0.0)
+    calibration_plot(devi_all, error_all, kinds, lo, hi, plot_path, calibration=cal, title=title)
+    return {
+        "calibration": cal.to_dict(),
+        "explorer_test": test_sums.metrics(),
+        "explorer_test_sums": test_sums.to_dict(),
+        "explorer_test_by_class": {k: v.metrics() for k, v in by_class.items()},
+        "frames": rows,
+    }

@@ -41,3 +41,40 @@ def stalled(new_rmse: float | None, old_rmse: float | None, min_improvement: flo
 def over_budget(used: float, budget: float | None) -> bool:
     """A budget (None: none) is spent once ``used`` reaches it."""
     return budget is not None and used >= budget
+
+
+End = tuple[str, str]  # (status, why)
+
+
+def run_budget_end(labels: int, core_hours: float, loop) -> End | None:
+    """The run's own budgets (``loop.max_labels``, ``loop.max_dft_core_hours``), spent?"""
+    if over_budget(labels, loop.max_labels):
+        return BUDGET_EXHAUSTED, f"{labels} labels of loop.max_labels {loop.max_labels}"
+    if over_budget(core_hours, loop.max_dft_core_hours):
+        return BUDGET_EXHAUSTED, (
+            f"{core_hours:.3g} DFT core-hours of loop.max_dft_core_hours {loop.max_dft_core_hours}"
+        )
+    return None
+
+
+def stage_budget_end(labels: int, core_hours: float, stage) -> End | None:
+    """A stage's budgets (its ``max_labels``, ``max_dft_core_hours``), spent?"""
+    if over_budget(labels, stage.max_labels):
+        return BUDGET_EXHAUSTED, f"{labels} labels of its max_labels {stage.max_labels}"
+    if over_budget(core_hours, stage.max_dft_core_hours):
+        return BUDGET_EXHAUSTED, (
+            f"{core_hours:.3g} DFT core-hours of its max_dft_core_hours {stage.max_dft_core_hours}"
+        )
+    return None
+
+
+def stall_end(new_rmse: float | None, old_rmse: float | None, loop, per: str) -> End | None:
+    """``loop.stall_iterations``: the newest ensemble's test force RMSE improved by no more than
+    ``loop.stall_min_improvement`` on that of the one ``stall_iterations`` ``per`` (iterations,
+    generations) before?"""
+    if not stalled(new_rmse, old_rmse, loop.stall_min_improvement):
+        return None
+    return STALLED, (
+        f"test force RMSE improved by <= {loop.stall_min_improvement:.0%} over "
+        f"{loop.stall_iterations} {per}"
+    )

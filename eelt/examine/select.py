@@ -68,17 +68,33 @@ def farthest_point_order(points: np.ndarray, start: int, n: int) -> np.ndarray:
     return np.array(chosen, dtype=int)
 
 
+def _farthest_from(points: np.ndarray, known: np.ndarray, n: int) -> np.ndarray:
+    """``n`` rows of ``points``, each the farthest from ``known`` and the rows picked before."""
+    min_dist = np.min(np.linalg.norm(points[:, None, :] - known[None, :, :], axis=2), axis=1)
+    chosen: list[int] = []
+    for _ in range(int(n)):
+        k = int(np.argmax(min_dist))
+        chosen.append(k)
+        min_dist = np.minimum(min_dist, np.linalg.norm(points - points[k], axis=1))
+        min_dist[chosen] = -np.inf
+    return np.array(chosen, dtype=int)
+
+
 def select_candidates(
     frames: list[Atoms],
     candidate_idx: np.ndarray,
     max_n: int,
     method: Literal["random", "diverse"],
     rng: np.random.Generator | int | None,
+    earlier: list[Atoms] = (),
 ) -> np.ndarray:
     """Indices into ``frames`` (a subset of ``candidate_idx``, at most ``max_n``, all if fewer).
 
     "random": uniform without replacement (DP-GEN). "diverse": farthest-point sampling on
-    :func:`structure_fingerprint`, starting from the candidate with the highest max_devi_f.
+    :func:`structure_fingerprint`, starting from the candidate with the highest max_devi_f;
+    with ``earlier`` frames (candidates chosen before, in a streaming window) each pick is the
+    candidate farthest from every frame chosen so far, earlier ones included (ties: the lowest
+    index).
     """
     if method not in ("random", "diverse"):
         raise ValueError(f"selection method must be 'random' or 'diverse', got {method!r}")
@@ -98,8 +114,11 @@ def select_candidates(
     if method == "random":
         return rng.choice(idx, size=max_n, replace=False)
     candidates = [frames[k] for k in idx]
-    elements = sorted({int(z) for f in candidates for z in f.numbers})
+    elements = sorted({int(z) for f in [*earlier, *candidates] for z in f.numbers})
     points = np.stack([structure_fingerprint(f, elements) for f in candidates])
+    if len(earlier):
+        known = np.stack([structure_fingerprint(f, elements) for f in earlier])
+        return idx[_farthest_from(points, known, max_n)]
     devi = np.array([_max_devi(f) for f in candidates])
     start = int(np.argmax(devi)) if np.isfinite(devi).any() else int(rng.integers(idx.size))
     return idx[farthest_point_order(points, start, max_n)]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eelt import keys
 from eelt.atomic import atomic_write
 
 ACCURATE, CANDIDATE, FAILED = 0, 1, 2
@@ -129,7 +130,6 @@ def classify_frames(frames: list, levels: dict, cfg) -> tuple[np.ndarray, dict, 
     """The frames' max force deviation (absolute or relative, per ``cfg.deviation``), the trust
     levels with trust_lo made adaptive when ``cfg.trust_levels`` says so, and each frame's
     class. Returns (deviations, levels, classes, unit suffix of the level keys)."""
-    from eelt import keys
 
     levels = dict(levels)
     relative = cfg.deviation == "relative"
@@ -181,3 +181,33 @@ def deviation_histogram(
     ax.legend(loc="upper right", fontsize="small")
     fig.tight_layout()
     return atomic_write(path, lambda p: fig.savefig(p, format="png"))
+
+
+def stage_trust_levels(cfg, stage) -> dict:
+    """A stage's trust levels and where they come from: the stage's own (``trust_lo_eV_per_A``,
+    ``trust_hi_eV_per_A``) or the examine section's ``cfg``; relative levels with
+    ``deviation: relative``."""
+    if cfg.deviation == "relative":
+        return {
+            "deviation": "relative",
+            "trust_lo_eV_per_A": None,
+            "trust_hi_eV_per_A": None,
+            "trust_lo_relative": cfg.trust_lo_relative,
+            "trust_hi_relative": cfg.trust_hi_relative,
+            "trust_source": "config",
+        }
+    lo = stage.trust_lo_eV_per_A or cfg.trust_lo_eV_per_A
+    hi = stage.trust_hi_eV_per_A or cfg.trust_hi_eV_per_A
+    source = "stage" if stage.trust_lo_eV_per_A or stage.trust_hi_eV_per_A else "config"
+    return {
+        "deviation": "absolute",
+        "trust_lo_eV_per_A": float(lo),
+        "trust_hi_eV_per_A": float(hi),
+        "trust_source": source,
+    }
+
+
+def deviation_key(cfg) -> str:
+    """The per-frame deviation (info key) that the trust levels of examine section ``cfg``
+    apply to."""
+    return keys.MAX_DEVI_F_REL if cfg.deviation == "relative" else keys.MAX_DEVI_F

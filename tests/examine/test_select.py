@@ -99,3 +99,19 @@ def test_bad_arguments_named(kwargs, match):
     args = dict(candidate_idx=np.arange(3), max_n=2, method="diverse", rng=0) | kwargs
     with pytest.raises(ValueError, match=match):
         select_candidates(_frames_a10_b1(0.05), **args)
+
+
+def test_selection_avoids_what_the_window_already_chose():
+    from ase.build import bulk
+
+    base = bulk("Cu", "fcc", a=3.6, cubic=True)
+    rng = np.random.default_rng(0)
+    frames = []
+    for k in range(6):
+        atoms = base.copy()
+        atoms.positions += (0.05 + 0.1 * (k % 3)) * rng.standard_normal(atoms.positions.shape)
+        frames.append(atoms)
+    earlier = [frames[0].copy(), frames[3].copy()]
+    chosen = select_candidates(frames, np.arange(6), 2, "diverse", rng, earlier=earlier)
+    assert len(chosen) == 2 and not {0, 3} & set(chosen.tolist())  # identical ones are last
+    assert select_candidates(frames, np.arange(6), 0, "diverse", rng, earlier=earlier).size == 0

@@ -9,8 +9,9 @@ import pytest
 from eelt.config import StageConfig
 from eelt.errors import EeltError
 from eelt.model import Ensemble, EnsembleCalculator
+from eelt.orchestration.context import RunContext
 from eelt.orchestration.progress import schedule
-from eelt.orchestration.synchronous import Loop, prepare_run, run_loop
+from eelt.orchestration.runs import prepare_run, run_loop
 from tests.loop_config import cu_start, tiny_config
 
 
@@ -33,7 +34,7 @@ def run_tiny(tmp_path, **overrides):
 
     run = prepare_run(cfg, tmp_path, tmp_path / "run")
     with ThreadPoolExecutor(2) as pool:
-        state = run_loop(Loop(run, pool))
+        state = run_loop(RunContext(run, pool))
     return run, state
 
 
@@ -114,7 +115,7 @@ def test_resume_redoes_only_the_deleted_stage(finished_run):
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(2) as pool:
-        state = run_loop(Loop(run, pool))
+        state = run_loop(RunContext(run, pool))
     after = mtimes(run.root)
     changed = {p.relative_to(run.root).as_posix() for p in after if before.get(p) != after[p]}
     # the train stage's output and its time, the state, and the run's sessions
@@ -233,7 +234,7 @@ def test_resume_draws_the_same_test_frames_and_labels_none_twice(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(2) as pool:
-        run_loop(Loop(run, pool))
+        run_loop(RunContext(run, pool))
     again = [ase.io.read(run.test_data_file(it), ":") for it in (0, 1)]
     for a, b in zip(first, again, strict=True):
         assert [_positions_key(x) for x in a] == [_positions_key(x) for x in b]
@@ -253,7 +254,7 @@ def test_label_budget_stops_the_run_and_resumes_when_raised(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(2) as pool:
-        state = run_loop(Loop(run, pool))
+        state = run_loop(RunContext(run, pool))
     assert state["status"] == "budget_exhausted"
     assert len(state["iterations"]) == 2
     second = state["iterations"][1]
@@ -289,7 +290,7 @@ def test_stalled_test_error_ends_the_run(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(2) as pool:
-        state = run_loop(Loop(run, pool))
+        state = run_loop(RunContext(run, pool))
     assert state["status"] == "max_iterations" and len(state["iterations"]) == 2
 
 

@@ -11,8 +11,10 @@ from ase.calculators.emt import EMT
 
 from eelt.errors import EeltError
 from eelt.explore import read_trajectory
+from eelt.orchestration.context import RunContext
 from eelt.orchestration.progress import Slot
-from eelt.orchestration.synchronous import Loop, prepare_run, run_loop
+from eelt.orchestration.runs import prepare_run, run_loop
+from eelt.orchestration.synchronous import explore, explore_starts
 from tests.loop_config import cu_start, tiny_config
 
 TWO_STAGES = {
@@ -30,7 +32,7 @@ def run_tiny(tmp_path, **overrides):
     cfg = tiny_config(cu_start(tmp_path), **overrides)
     run = prepare_run(cfg, tmp_path, tmp_path / "run")
     with ThreadPoolExecutor(2) as pool:
-        loop = Loop(run, pool)
+        loop = RunContext(run, pool)
         state = run_loop(loop)
     return run, state
 
@@ -77,13 +79,13 @@ def test_uncertain_starts_are_the_most_uncertain_accurate_frames(two_stage_run, 
     exam = atomic.read_json(exam_path)
     exam["trust_lo_eV_per_A"] = lo = float(np.median(devi))
     atomic.write_json(exam_path, exam)
-    loop = Loop(run, None)
+    loop = RunContext(run, None)
     stages = list(loop.config.explore.stages)
     stages[1] = stages[1].model_copy(update={"starts": "uncertain", "max_starts": 3})
     loop.config = loop.config.model_copy(
         update={"explore": loop.config.explore.model_copy(update={"stages": stages})}
     )
-    starts, source = loop.explore_starts(Slot(1, 1, 0))
+    starts, source = explore_starts(loop, Slot(1, 1, 0))
     assert source == "most uncertain accurate frames of iteration 0"
     expected = np.sort(devi[devi < lo])[::-1][:3]
     assert [s.info["from_max_devi_f"] for s in starts] == pytest.approx(expected)
@@ -182,7 +184,7 @@ def test_resume_does_not_rerun_finished_walkers(tmp_path):
         w["walker"]: (run.root / w["trajectory"]).stat().st_mtime_ns for w in report["walkers"]
     }
     with ThreadPoolExecutor(2) as pool:
-        again = Loop(run, pool).explore(Slot(0, 0, 0))
+        again = explore(RunContext(run, pool), Slot(0, 0, 0))
     after = {w["walker"]: (run.root / w["trajectory"]).stat().st_mtime_ns for w in again["walkers"]}
     assert after[kept["walker"]] == before[kept["walker"]]
     assert after[redo["walker"]] != before[redo["walker"]]

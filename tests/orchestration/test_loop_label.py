@@ -10,7 +10,9 @@ from ase import Atoms
 
 from eelt.errors import EeltError
 from eelt.label import EMTLabeler, LabelError
-from eelt.orchestration.synchronous import Loop, prepare_run
+from eelt.orchestration.context import RunContext
+from eelt.orchestration.initial import init_label
+from eelt.orchestration.runs import prepare_run
 from tests.loop_config import cu_start, tiny_config
 
 
@@ -31,22 +33,22 @@ class HalfBroken:
 
 @pytest.mark.parametrize("limit", [0.2, 1.0])
 def test_failed_share_above_the_limit_stops_the_run(tmp_path, monkeypatch, limit):
-    monkeypatch.setattr(Loop, "_labeler", lambda self: HalfBroken())
+    monkeypatch.setattr("eelt.orchestration.context.job_labeler", lambda config: HalfBroken())
     cfg = tiny_config(cu_start(tmp_path), label={"kind": "emt", "max_failed_fraction": limit})
     run = prepare_run(cfg, tmp_path, tmp_path / "run")
     with ThreadPoolExecutor(2) as pool:
-        loop = Loop(run, pool)
+        loop = RunContext(run, pool)
         if limit < 1.0:
             with pytest.raises(
                 EeltError, match=r"label: \d+ of 7 labels failed in init/label"
             ) as e:
-                loop.init_label()
+                init_label(loop)
             assert "> label.max_failed_fraction 0.2; scf_not_converged" in str(e.value)
             assert "\n" not in str(e.value)
             assert not (run.init_dir("label") / "report.json").exists()  # runs again on resume
             assert list(run.labels_dir.glob("*.extxyz"))  # the finished labels are kept
         else:
-            report = loop.init_label()
+            report = init_label(loop)
             assert report["failed_by_kind"] == {"scf_not_converged": report["n_failed"]}
             assert 0 < report["n_failed"] < 7
 
@@ -61,7 +63,7 @@ def test_failure_policy_may_change_on_resume(tmp_path):
 
 
 def test_a_shared_label_store_computes_nothing_twice(tmp_path):
-    from eelt.orchestration.synchronous import run_loop
+    from eelt.orchestration.runs import run_loop
 
     def run(name):
         cfg = tiny_config(
@@ -70,7 +72,7 @@ def test_a_shared_label_store_computes_nothing_twice(tmp_path):
         )  # fmt: skip
         r = prepare_run(cfg, tmp_path, tmp_path / name)
         with ThreadPoolExecutor(2) as pool:
-            run_loop(Loop(r, pool))
+            run_loop(RunContext(r, pool))
         return r
 
     first = run("first")

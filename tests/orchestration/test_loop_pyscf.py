@@ -9,8 +9,9 @@ from ase.build import molecule
 from pyscf import dft, gto
 
 from eelt.config import parse_config
+from eelt.orchestration.context import RunContext
 from eelt.orchestration.execution import open_executor
-from eelt.orchestration.synchronous import Loop, prepare_run, run_loop
+from eelt.orchestration.runs import prepare_run, run_loop
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +56,7 @@ def test_water_loop_with_pyscf_on_dask(tmp_path):
     )
     run = prepare_run(cfg, tmp_path, tmp_path / "run")
     with open_executor(cfg.execution, tmp_path / "run" / "logs") as executor:
-        state = run_loop(Loop(run, executor))
+        state = run_loop(RunContext(run, executor))
     assert state["status"] == "max_iterations"
     assert state["n_init_labeled"] == 9
     report = json.loads((tmp_path / "run/iter-000/label/report.json").read_text())

@@ -65,7 +65,7 @@ def test_bad_config_is_one_line_per_problem_and_writes_nothing(tmp_path, command
 
 def test_a_run_that_cannot_be_resumed_is_found_before_it_starts(tmp_path):
     from eelt.config import load_config
-    from eelt.orchestration.synchronous import prepare_run
+    from eelt.orchestration.runs import prepare_run
 
     path = _config(tmp_path)
     cfg, base = load_config(path)

@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from eelt.orchestration import timing
-from eelt.orchestration.synchronous import Loop, prepare_run, run_loop
+from eelt.orchestration.context import RunContext
+from eelt.orchestration.runs import prepare_run, run_loop
 from tests.loop_config import cu_start, tiny_config
 
 STAGES = {"explore", "examine", "label", "calibrate", "train"}
@@ -19,7 +20,7 @@ def timed_run(tmp_path_factory):
     cfg = tiny_config(cu_start(tmp))
     run = prepare_run(cfg, tmp, tmp / "run")
     with ThreadPoolExecutor(2) as pool:
-        state = run_loop(Loop(run, pool))
+        state = run_loop(RunContext(run, pool))
     return run, state
 
 
@@ -40,7 +41,7 @@ def test_stage_walls_fit_in_the_run_wall(timed_run):
     assert sum(t["stage_wall_s"].values()) == pytest.approx(total)
     assert t["wall_over_label_wall"] == pytest.approx(t["run_wall_s"] / t["label_wall_s"])
     # the DFT's own wall: its jobs' seconds over the worker slots, within the labeling stages
-    slots = Loop(run, None).worker_slots
+    slots = RunContext(run, None).worker_slots
     assert t["dft_wall_s"] == pytest.approx(t["busy_s"]["dft"] / slots)
     assert 0 < t["dft_wall_s"] <= t["label_wall_s"] * 1.05
     assert t["wall_over_dft_wall"] == pytest.approx(t["run_wall_s"] / t["dft_wall_s"])
@@ -68,7 +69,7 @@ def test_resume_adds_a_session_and_keeps_stage_records(timed_run):
     run, before = timed_run
     records = (run.root / "iter-000" / timing.TIMING_FILE).read_text()
     with ThreadPoolExecutor(2) as pool:
-        state = run_loop(Loop(run, pool))
+        state = run_loop(RunContext(run, pool))
     assert (run.root / "iter-000" / timing.TIMING_FILE).read_text() == records
     sessions = json.loads((run.root / timing.TIMING_FILE).read_text())["sessions"]
     assert len(sessions) == 2 and state["time"]["n_sessions"] == 2

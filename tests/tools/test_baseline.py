@@ -16,7 +16,8 @@ from eelt.cli import app
 from eelt.errors import EeltError
 from eelt.label import EMTLabeler, LabelError, label_frames
 from eelt.model import DeepPot
-from eelt.orchestration.synchronous import Loop, prepare_run, run_loop
+from eelt.orchestration.context import RunContext
+from eelt.orchestration.runs import prepare_run, run_loop
 from eelt.tools.baseline import (
     FrameIndex,
     RandomDraw,
@@ -47,7 +48,7 @@ def finished(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("baseline")
     run = prepare_run(tiny_config(cu_start(tmp)), tmp, tmp / "run")
     with ThreadPoolExecutor(2) as pool:
-        run_loop(Loop(run, pool))
+        run_loop(RunContext(run, pool))
         if not run.test_data_files():
             explored = read_all(run.explored_files(0))
             picks = [explored[i] for i in (1, 3, 8, 10)]  # not step 0: the start itself

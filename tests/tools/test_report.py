@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from eelt.cli import app
-from eelt.orchestration.synchronous import Loop, prepare_run, run_loop
+from eelt.orchestration.context import RunContext
+from eelt.orchestration.runs import prepare_run, run_loop
 from eelt.tools.report import PNG_SIGNATURE, learning_curve_png, learning_curve_points, write_report
 from tests.loop_config import cu_start, tiny_config
 
@@ -25,7 +26,7 @@ def finished_run(tmp_path_factory):
     cfg = tiny_config(cu_start(tmp), loop={"max_iterations": 1})
     run = prepare_run(cfg, tmp, tmp / "run")
     with ThreadPoolExecutor(2) as pool:
-        state = run_loop(Loop(run, pool))
+        state = run_loop(RunContext(run, pool))
     return run, state
 
 

@@ -13,10 +13,14 @@ Design, and why:
   (Dask's in production, a thread pool in tests): ``concurrent.futures.wait(FIRST_COMPLETED)``
   on segment jobs, label batches and the training generation (at most one at a time). Label
   batches and training are driver calls in threads of this process that submit their own jobs
-  (:func:`eelt.label.label_frames`, :func:`eelt.train.train_ensemble`), so the executor's workers
-  only run leaf jobs and never wait on each other. It reuses the stages' building blocks
-  (``walker_job``, ``classify``/``select_candidates``, ``label_frames`` with the run's label
-  store, ``train_ensemble``) and never imports Prefect.
+  (:func:`eelt.label.batch.label_batch`, :func:`eelt.train.generation.train_generation`), so
+  the executor's workers only run leaf jobs and never wait on each other. Every rule of a stage
+  is the synchronous schedule's own function: the walkers and their job's arguments
+  (:mod:`eelt.explore.walkers`), the examination (:func:`eelt.examine.examination.examine_frames`
+  on one segment's frames), trust levels and calibration (:mod:`eelt.examine`), labeling and the
+  failed-label stop (:mod:`eelt.label.batch`), training (:mod:`eelt.train.generation`), the run's
+  budgets and stall (:mod:`eelt.examine.convergence`) and the rows of state.json
+  (:func:`eelt.orchestration.progress.state_row`); it never imports Prefect.
 - **Deterministic, not first-come**: a run killed and resumed must end in the very state an
   uninterrupted one does, and with concurrency the order of events varies. So every decision
   is taken in a canonical order while the work still overlaps. A *round* is one segment of every
@@ -84,7 +88,7 @@ segment. The loop's knobs ``segment_steps``, ``generation_labels`` and ``window_
 not change on resume (the schedule depends on them).
 
 Each generation also calibrates the generations that explored its rounds on their labels
-(:mod:`eelt.orchestration.streaming.calibration`: explorer test errors, Spearman, the calibration plot in the
+(:func:`eelt.examine.calibration.calibrate_explorers`: explorer test errors, Spearman, the calibration plot in the
 generation's folder and its Prefect artifact); with ``trust_levels: calibrated`` a round's
 levels come from the newest calibration up to the generation it explores with.
 """
@@ -98,24 +102,23 @@ from eelt.orchestration.streaming.scheduler import Scheduler
 __all__ = ["Scheduler", "run_streaming"]
 
 
-def run_streaming(loop, runner) -> dict[str, Any]:
+def run_streaming(ctx, runner) -> dict[str, Any]:
     """Run (or resume) a streaming run to its end: the initial data and ensemble as the
-    synchronous loop makes them, then :class:`Scheduler`. Returns the final state."""
+    synchronous schedule makes them (:mod:`eelt.orchestration.initial`), then
+    :class:`Scheduler`. ``ctx`` is the run's :class:`eelt.orchestration.context.RunContext`.
+    Returns the final state."""
     from eelt.errors import EeltError
     from eelt.orchestration import timing
-    from eelt.orchestration.synchronous import log_end
+    from eelt.orchestration.initial import run_init
 
-    run = loop.run
-    if (run.root / "iter-000").is_dir():
+    if (ctx.root / "iter-000").is_dir():
         raise EeltError(
-            f"{run.root}: a synchronous run (iter-000/ exists); loop.mode streaming cannot resume it"
+            f"{ctx.root}: a synchronous run (iter-000/ exists); loop.mode streaming cannot resume it"
         )
-    with timing.Session(run.root) as loop.session:
-        loop.run_init(runner)
-        scheduler = Scheduler(loop, on_state=runner.state_written)
+    with timing.Session(ctx.root) as ctx.session:
+        run_init(ctx, runner)
+        scheduler = Scheduler(ctx, on_state=runner.state_written)
         scheduler.publish()
         scheduler.run_to_end()
-    loop.session = None
-    state = scheduler.publish()  # after the session: the run's wall time counts it
-    log_end(state)
-    return state
+    ctx.session = None
+    return scheduler.publish()  # after the session: the run's wall time counts it

@@ -1,6 +1,7 @@
 """One training generation of a streaming run: its data from the label store, the ensemble
-warm-started from the previous generation (eelt.train.train_ensemble), and its report with the
-test errors on every test frame labeled up to its data's cutoff.
+warm-started from the previous generation (:func:`eelt.train.generation.train_generation`, as
+a synchronous iteration trains), the calibration of the generations that explored its rounds,
+and its report with the test errors on every test frame labeled up to its data's cutoff.
 
 Runs in a driver thread of the scheduler; the training itself is a job on the executor (on a
 GPU worker where the cluster has them). A generation whose report is missing is trained again
@@ -18,12 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import ase.io
-import numpy as np
 from ase import Atoms
 
 from eelt import atomic
 from eelt.errors import EeltError
-from eelt.orchestration.streaming.layout import CANDIDATES, REPORT, TEST_FRAMES, StreamDir
+from eelt.orchestration.streaming.layout import (
+    CALIBRATION_FILE,
+    CALIBRATION_PLOT,
+    CANDIDATES,
+    REPORT,
+    TEST_FRAMES,
+    StreamDir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,24 +59,21 @@ def _frames(path: Path) -> list[Atoms]:
 
 
 def train_generation(
-    loop,
+    ctx,
     stream: StreamDir,
     generation: int,
     selection_dirs: list[Path],
     failed: set[str],
-    labeler,
-    executor: Executor,
 ) -> dict[str, Any]:
     """Train generation ``generation`` (>= 1) on the initial data and the labeled candidates of
     every generation up to it (those of ``selection_dirs`` are its new ones), warm-started from
     generation - 1, after calibrating the generations that explored its rounds on their labels
-    (:mod:`eelt.orchestration.streaming.calibration`); write its report (last) and return it. ``loop`` is the
-    run's :class:`eelt.orchestration.synchronous.Loop` (its run directory, config, type map and test errors)."""
-    from eelt.orchestration.streaming.calibration import calibrate_generation
-    from eelt.train import train_warm_or_fresh
-    from eelt.train.trainer import training_busy_s
+    (:func:`eelt.examine.calibration.calibrate_explorers`); write its report (last) and return
+    it. ``ctx`` is the run's :class:`eelt.orchestration.context.RunContext`."""
+    from eelt.examine.calibration import ExploredLabels, calibrate_explorers
+    from eelt.train.generation import train_generation as train_ensemble_generation
 
-    run, cfg = loop.run, loop.config.train
+    run = ctx.run
     out = stream.generation_dir(generation)
     if out.is_dir() and not (out / REPORT).is_file():
         shutil.rmtree(out)  # a killed attempt: train again from the start
@@ -78,72 +82,59 @@ def train_generation(
     iteration = generation - 1  # its data files are named as the synchronous loop's iteration
     groups = []
     for d in selection_dirs:
-        labeled = [
-            labeled_frames([d], failed, name, labeler, executor, run.labels_dir)
+        report = atomic.read_json(d / REPORT)
+        cands, tests = (
+            labeled_frames([d], failed, name, ctx.labeler, ctx.label_executor, run.labels_dir)
             for name in (CANDIDATES, TEST_FRAMES)
-        ]
-        groups.append((atomic.read_json(d / REPORT), *labeled))
-    train = [f for _, cands, _ in groups for f in cands]
-    tests = [f for _, _, t in groups for f in t]
-    explorers = {int(report["generation"]) for report, _, _ in groups}
-    calibrate_generation(
-        run.root,
-        generation,
+        )
+        g = int(report["generation"])
+        models = generation_models(run.root, stream, g)
+        row = {"round": report["round"], "walker": report["walker"], "explored_by": g}
+        groups.append(ExploredLabels(report, cands, tests, models, row))
+    train = [f for group in groups for f in group.candidates]
+    tests = [f for group in groups for f in group.tests]
+    explorers = sorted({group.row["explored_by"] for group in groups})
+    calibration = calibrate_explorers(
         groups,
-        {g: generation_models(run.root, stream, g) for g in explorers},
-        loop.config.examine.target_force_error_eV_per_A,
-        out,
+        ctx.config.examine.target_force_error_eV_per_A,
+        out / CALIBRATION_PLOT,
+        f"generation {generation}: frames explored by generation(s) "
+        + (", ".join(str(g) for g in explorers) or "none"),
+    )
+    atomic.write_json(
+        out / CALIBRATION_FILE,
+        {
+            "generation": generation,
+            "explored_by": explorers,
+            "models_dirs": {
+                str(group.row["explored_by"]): str(group.models.relative_to(run.root))
+                for group in groups
+            },
+            **calibration,
+        },
     )
     data_file = run.data_dir / f"iter-{iteration:03d}.extxyz"
     if train:
         atomic.write_frames(data_file, train)
     if tests:
         atomic.write_frames(run.test_data_file(iteration), tests)
-    previous = generation_models(run.root, stream, generation - 1)
-    base = {
-        "generation": generation,
-        "started": started,
-        "n_new": len(train),
-        "n_test_new": len(tests),
-        "data_file": str(data_file.relative_to(run.root)) if train else None,
-    }
-    if not train:
-        report = {
-            **base,
-            "models_dir": str(previous.relative_to(run.root)),
-            "skipped": "no new labels",
-            **loop._test_errors(previous, iteration),
-            "wall_s": time.perf_counter() - t0,
-        }
-        atomic.write_json(out / REPORT, report)
-        return report
     files = [f for f in run.data_files() if not f.name.startswith("iter-")] + [
         run.data_dir / f"iter-{i:03d}.extxyz"
         for i in range(generation)
         if (run.data_dir / f"iter-{i:03d}.extxyz").is_file()
     ]
-    n_frames = sum(len(ase.io.read(f, ":")) for f in files)
-    n_old = n_frames - len(train)
-    warm = cfg.warm_start == "always" or (cfg.warm_start == "auto" and len(train) <= n_old)
-    names = [str(f) for f in files]
-    results = train_warm_or_fresh(
-        names, out, cfg, loop.type_map, executor, previous, warm, f"generation {generation}"
-    )
-    members = [r.to_dict() for r in results]
+    trained = train_ensemble_generation(
+        files, len(train), out, generation_models(run.root, stream, generation - 1),
+        ctx.config.train, ctx.type_map, ctx.train_executor,
+        run.test_data_files(before=iteration + 1), run.root, f"generation {generation}",
+    )  # fmt: skip
     report = {
-        "busy_s": training_busy_s(members, cfg, executor),  # a stack's time once
-        **base,
-        "models_dir": str(out.relative_to(run.root)),
-        "warm_start": warm,
-        "n_frames": n_frames,
-        "members": members,
-        "val_energy_rmse_meV_per_atom": float(
-            np.mean([m["val_energy_rmse_meV_per_atom"] for m in members])
-        ),
-        "val_force_rmse_meV_per_A": float(
-            np.mean([m["val_force_rmse_meV_per_A"] for m in members])
-        ),
-        **loop._test_errors(out, iteration),
+        "generation": generation,
+        "started": started,
+        "n_new": len(train),
+        "n_test_new": len(tests),
+        "data_file": str(data_file.relative_to(run.root)) if train else None,
+        **trained,
         "wall_s": time.perf_counter() - t0,
     }
     atomic.write_json(out / REPORT, report)  # last: the generation is finished

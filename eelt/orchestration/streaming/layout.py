@@ -32,6 +32,8 @@ REPORT = "report.json"
 LABELS = "labels.json"
 CANDIDATES = "candidates.extxyz"
 TEST_FRAMES = "test_frames.extxyz"
+CALIBRATION_FILE = "calibration.json"  # in a generation's folder, before its report
+CALIBRATION_PLOT = "calibration.png"
 
 
 class StreamDir:
@@ -87,6 +89,10 @@ class StreamDir:
 
     def generation(self, generation: int) -> dict[str, Any] | None:
         return _read(self.generation_dir(generation) / REPORT)
+
+    def calibration(self, generation: int) -> dict[str, Any] | None:
+        """The calibration of the generations that explored generation ``generation``'s rounds."""
+        return _read(self.generation_dir(generation) / CALIBRATION_FILE)
 
 
 def _read(path: Path) -> dict[str, Any] | None:

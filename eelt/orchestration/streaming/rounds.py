@@ -9,15 +9,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from eelt.config import RunConfig
-from eelt.examine import (
-    BUDGET_EXHAUSTED,
+from eelt.examine.convergence import (
     CONVERGED,
     MAX_ITERATIONS,
     STALLED,
     error_converged,
-    over_budget,
     ratio_converged,
-    stalled,
+    run_budget_end,
+    stage_budget_end,
+    stall_end,
 )
 
 
@@ -89,16 +89,10 @@ def _stage_end(numbers: RoundNumbers, config: RunConfig, ratio: float | None):
     ):
         rmse = numbers.newest_test["force_rmse_meV_per_A"]
         return CONVERGED, f"test force RMSE {rmse:.1f} meV/A at the target"
-    if over_budget(numbers.stage_labels, stage.max_labels):
-        return (
-            BUDGET_EXHAUSTED,
-            f"{numbers.stage_labels} labels of its max_labels {stage.max_labels}",
-        )
-    if over_budget(numbers.stage_core_hours, stage.max_dft_core_hours):
-        return BUDGET_EXHAUSTED, (
-            f"{numbers.stage_core_hours:.3g} DFT core-hours of its max_dft_core_hours "
-            f"{stage.max_dft_core_hours}"
-        )
+    if (
+        budget := stage_budget_end(numbers.stage_labels, numbers.stage_core_hours, stage)
+    ) is not None:
+        return budget
     if (
         numbers.pending == 0
         and len(numbers.window) >= loop.window_segments
@@ -132,19 +126,9 @@ def close_round(round_: int, numbers: RoundNumbers, config: RunConfig) -> dict[s
             CONVERGED,
             stage_end[1] if len(stages) == 1 else f"stage {numbers.stage}: {stage_end[1]}",
         )
-    elif over_budget(numbers.labels, loop.max_labels):
-        end = (BUDGET_EXHAUSTED, f"{numbers.labels} labels of max_labels {loop.max_labels}")
-    elif over_budget(numbers.core_hours, loop.max_dft_core_hours):
-        end = (
-            BUDGET_EXHAUSTED,
-            f"{numbers.core_hours:.3g} DFT core-hours of max_dft_core_hours "
-            f"{loop.max_dft_core_hours}",
-        )
-    elif stalled(*numbers.stall, loop.stall_min_improvement):
-        end = (
-            STALLED,
-            f"test force RMSE improved by <= {loop.stall_min_improvement:.0%} over "
-            f"{loop.stall_iterations} generations",
+    else:
+        end = run_budget_end(numbers.labels, numbers.core_hours, loop) or stall_end(
+            *numbers.stall, loop, "generations"
         )
     trigger = None
     if numbers.pending >= loop.generation_labels or (

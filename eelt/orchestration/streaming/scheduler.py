@@ -23,24 +23,24 @@ from typing import Any
 
 from eelt import atomic
 from eelt.errors import EeltError
+from eelt.examine.calibration import calibrated_levels
+from eelt.examine.examination import Allowance, Classified, examine_frames
+from eelt.examine.trust import classify_frames, deviation_key, stage_trust_levels
 from eelt.explore.job import finished_walker, summary_path, walker_job
+from eelt.explore.walkers import Walker, choose_starts, stage_walkers, walker_job_kwargs
+from eelt.label.batch import check_failed_fraction, label_batch, training_hashes
 from eelt.orchestration import tracking
-from eelt.orchestration.progress import Slot
-from eelt.orchestration.streaming import summary
-from eelt.orchestration.streaming.examine import Allowance, examine_segment, walker_test_frames
+from eelt.orchestration.context import RunContext
+from eelt.orchestration.streaming.examine import walker_test_frames
 from eelt.orchestration.streaming.generation import generation_models, train_generation
-from eelt.orchestration.streaming.labels import label_selection
-from eelt.orchestration.streaming.layout import CANDIDATES, StreamDir
+from eelt.orchestration.streaming.layout import CANDIDATES, LABELS, REPORT, TEST_FRAMES, StreamDir
 from eelt.orchestration.streaming.rounds import RoundNumbers, close_round
+from eelt.orchestration.streaming.summary import state as run_state
 from eelt.orchestration.streaming.walkers import (
-    Walker,
-    deviation_key,
     read_segment,
-    segment_job_kwargs,
+    segment_seed,
     segment_start,
-    stage_starts,
     trust_hi,
-    walkers,
 )
 
 log = logging.getLogger(__name__)
@@ -51,22 +51,18 @@ SETTINGS = ("segment_steps", "generation_labels", "window_segments")
 class Scheduler:
     """Run (or resume) the streaming part of a run: after the initial data and ensemble."""
 
-    def __init__(self, loop, on_state=None):
-        from eelt.orchestration.execution import gpu_executor
-
-        self.loop, self.run, self.config = loop, loop.run, loop.config
+    def __init__(self, ctx: RunContext, on_state=None):
+        self.ctx, self.run, self.config = ctx, ctx.run, ctx.config
         self.on_state = on_state or (lambda state: None)
         self.stream = StreamDir(self.run.root / "stream")
-        self.executor = loop.executor
-        gpus = self.config.execution.gpus_per_worker
-        self.train_executor = gpu_executor(self.executor) if gpus else self.executor
-        self.labeler = loop._labeler()
+        self.executor = ctx.executor
+        self.labeler = ctx.labeler
         self.settings = self.labeler.settings()
         self.stages = self.config.explore.stages
-        self.levels = [loop.trust_levels(Slot(0, s, 0)) for s in range(len(self.stages))]
+        self.levels = [stage_trust_levels(self.config.examine, st) for st in self.stages]
         first = self.stages[0]
         starts = self.run.stage_starts(0) if isinstance(first.starts, list) else self.run.starts()
-        self.stage_walkers: dict[int, list[Walker]] = {0: walkers(self.config, starts, 0)}
+        self.stage_walkers: dict[int, list[Walker]] = {0: stage_walkers(first, starts)}
         self.stage_begins = [0]  # stage_begins[s]: the first round of stage s
         self.stages_ended: set[int] = set()  # stages a close has ended
         self.stage_labels = [0] * len(self.stages)  # labels chosen in each stage's rounds
@@ -74,7 +70,9 @@ class Scheduler:
         init = self.run.read_report(self.run.init_dir("label")) or {}
         self.init_core_hours = float(init.get("dft_core_hours", 0.0))
         # the canonical record, rebuilt on resume from the files as the loop replays it
-        self.committed: set[str] = self._training_hashes()
+        self.committed: set[str] = training_hashes(
+            f for f in self.run.data_files() if not f.name.startswith("iter-")
+        )
         self.n_labels = int(init.get("n_labeled", 0))
         self.examined: list[tuple[int, int]] = []  # (walker, round) in (round, walker) order
         self.next_exam = (0, 0)  # (round, walker) of the next segment to examine
@@ -127,57 +125,35 @@ class Scheduler:
                 if self.config.examine.deviation == "relative"
                 else "trust_lo_eV_per_A"
             )
-            starts, source = stage_starts(
-                self.config, s, self.run.starts(), self.run.stage_starts(s), previous,
-                self.round_levels(first - 1)[lo_key],
+            starts, source = choose_starts(
+                self.stages[s], self.run.starts(), self.run.stage_starts(s), previous,
+                self.round_levels(first - 1)[lo_key], deviation_key(self.config.examine),
             )  # fmt: skip
             if not starts:
                 raise EeltError(f"explore.stages.{s}: no structure to start its walkers from")
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic.write_frames(path, starts)
             log.info("stage %d begins at round %d: %d starts (%s)", s, first, len(starts), source)
-        return walkers(self.config, starts, s)
+        return stage_walkers(self.stages[s], starts)
 
     def round_levels(self, round_: int) -> dict[str, Any]:
         """Round ``round_``'s trust levels: its stage's, or (``trust_levels: calibrated``) from
         the calibration of the newest generation up to the one it explores with whose fit
         crossed the target, as the synchronous loop takes them from the latest iteration's."""
-        from eelt.examine import calibrated_trust_levels
-        from eelt.orchestration.streaming.calibration import read_calibration
-
         levels = self.levels[self.stage_of(round_)]
-        cfg = self.config.examine
-        if cfg.trust_levels != "calibrated" or levels["deviation"] == "relative":
-            return levels
-        for g in range(self.generation_for_round(round_), 0, -1):
-            if g not in self.calibrations:
-                self.calibrations[g] = read_calibration(self.stream.generation_dir(g)) or {}
-            crossing = self.calibrations[g].get("calibration", {}).get("crossing_eV_per_A")
-            if crossing is not None:
-                lo, hi = calibrated_trust_levels(
-                    crossing, tuple(cfg.trust_lo_bounds_eV_per_A), cfg.trust_hi_factor
-                )
-                return {
-                    **levels,
-                    "trust_lo_eV_per_A": float(lo),
-                    "trust_hi_eV_per_A": float(hi),
-                    "trust_source": f"calibrated in generation {g}",
-                }
-        return levels
+        earlier = (
+            (f"generation {g}", self._calibration(g))
+            for g in range(self.generation_for_round(round_), 0, -1)
+        )
+        return calibrated_levels(levels, earlier, self.config.examine)
+
+    def _calibration(self, generation: int) -> dict[str, Any]:
+        if generation not in self.calibrations:
+            self.calibrations[generation] = self.stream.calibration(generation) or {}
+        return self.calibrations[generation]
 
     def _generation_done(self, generation: int) -> bool:
         return generation == 0 or generation in self.generations
-
-    def _training_hashes(self) -> set[str]:
-        """Label hashes of the initial training data (the user's and init's)."""
-        import ase.io
-
-        from eelt.label import LABEL_HASH
-
-        files = [f for f in self.run.data_files() if not f.name.startswith("iter-")]
-        return {
-            a.info[LABEL_HASH] for f in files for a in ase.io.read(f, ":") if LABEL_HASH in a.info
-        }
 
     # --- segments ----------------------------------------------------------------------------
     def _segment_done_on_disk(self, w: int, r: int) -> bool:
@@ -217,7 +193,7 @@ class Scheduler:
 
     def _submit_segments(self) -> bool:
         progressed = False
-        key = deviation_key(self.config)
+        key = deviation_key(self.config.examine)
         for w, r in self._ready_segments():
             self._round_task(r)
             s = self.stage_of(r)
@@ -239,8 +215,16 @@ class Scheduler:
                 start,
                 str(path),
                 end_state_path=str(self.stream.segment_end_path(w, r)),
-                **segment_job_kwargs(self.config, walker, r, self.round_levels(r), s),
-            )
+                keep_momenta=True,  # a start with momenta is the previous segment's end: go on
+                **walker_job_kwargs(
+                    self.config.explore, self.stages[s], walker,
+                    n_steps=self.config.loop.segment_steps,
+                    seed=segment_seed(self.config.explore.seed, walker.index, r),
+                    levels=self.round_levels(r),
+                    relative_eps_eV_per_A=self.config.examine.relative_eps_eV_per_A,
+                    plot=False,  # a plot per segment costs more than the segment
+                ),
+            )  # fmt: skip
             self.segments[future] = (w, r)
             progressed = True
         return progressed
@@ -292,8 +276,9 @@ class Scheduler:
             if (record := self.stream.labels(w, r)) is not None:
                 self.labeled[(w, r)] = record
             else:
-                args = (self.stream.selection_dir(w, r), self.labeler, self.executor)
-                future = self.drivers.submit(label_selection, *args, self.run.labels_dir)
+                future = self.drivers.submit(
+                    label_selection, self.ctx, self.stream.selection_dir(w, r)
+                )
                 self.labeling[future] = (w, r)
             self.examined.append((w, r))
             self.next_exam = (r, w + 1)
@@ -344,11 +329,15 @@ class Scheduler:
             "failed": atomic.read_json(failure)["reason"] if failure.is_file() else None,
         }
         out = self.stream.selection_dir(w, r)
+        out.mkdir(parents=True, exist_ok=True)
         hashes = [frame_hash(f, self.settings) for f in frames]
-        report = examine_segment(
-            frames, hashes, self.committed, self.round_levels(r), self.config.examine, allowance,
-            (r, w), out, context,
-        )  # fmt: skip
+        cfg = self.config.examine
+        classified = Classified(*classify_frames(frames, self.round_levels(r), cfg))
+        chosen = examine_frames(
+            frames, hashes, self.committed, classified, cfg, allowance, (r, w), out
+        )
+        report = {**context, **chosen}
+        atomic.write_json(out / REPORT, report)
         log.info(
             "round %d %s: %d frames, accurate %.3f; %d candidates, %d test frames",
             r, context["walker_name"], len(frames), report["accurate_ratio"],
@@ -460,34 +449,26 @@ class Scheduler:
         if any(k not in self.labeled for k in keys):
             return False  # its labels have not all arrived
         dirs = [self.stream.selection_dir(w, r) for w, r in keys]
-        failed = {f["hash"] for k in keys for f in self.labeled[k]["failed"]}
-        self._check_failed(g, keys, len(failed))
+        failures = [f for k in keys for f in self.labeled[k]["failed"]]
+        n = sum(
+            self.selections[k]["n_selected"] + self.selections[k]["n_test_frames"] for k in keys
+        )
+        # label.max_failed_fraction over a generation's labels: one line, labels kept
+        check_failed_fraction(
+            len(failures), n, self.config.label.max_failed_fraction, f"generation {g}",
+            failures, "; see stream/selections/*/labels.json",
+        )  # fmt: skip
+        failed = {f["hash"] for f in failures}
         n_new = sum(self.selections[k]["n_selected"] for k in keys)
         task = tracking.task(
             f"stream-gen-{g:03d}-train",
             f"generation {g}: train {self.config.train.ensemble_size} members, {n_new} new labels",
             self.config.train.ensemble_size,
         ).__enter__()
-        future = self.drivers.submit(
-            train_generation, self.loop, self.stream, g, dirs, failed, self.labeler,
-            self.train_executor,
-        )  # fmt: skip
+        future = self.drivers.submit(train_generation, self.ctx, self.stream, g, dirs, failed)
         self.training = (future, g, task)
         log.info("generation %d: training on labels up to round %d", g, cutoff)
         return True
-
-    def _check_failed(self, g: int, keys: list[tuple[int, int]], n_failed: int) -> None:
-        """label.max_failed_fraction over a generation's labels: stop the run with one line
-        (every finished label stays in the store; a resume with a higher limit goes on)."""
-        limit = self.config.label.max_failed_fraction
-        n = sum(
-            self.selections[k]["n_selected"] + self.selections[k]["n_test_frames"] for k in keys
-        )
-        if limit is not None and n and n_failed / n > limit:
-            raise EeltError(
-                f"generation {g}: {n_failed} of {n} labels failed ({n_failed / n:.0%} > "
-                f"label.max_failed_fraction {limit:g}); see stream/selections/*/labels.json"
-            )
 
     def _on_generation(self, future: Future, g: int, task: tracking.Task) -> None:
         self.training = None
@@ -513,7 +494,7 @@ class Scheduler:
 
     def publish(self) -> dict[str, Any]:
         """Write state.json (the run's summary) and hand it to ``on_state`` (the UI)."""
-        state = summary.state(self.loop, self.stream)
+        state = run_state(self.ctx, self.stream)
         self.run.write_state(state)
         self.on_state(state)
         return state
@@ -595,3 +576,15 @@ def _frames(path) -> list:
     import ase.io
 
     return ase.io.read(path, ":") if path.is_file() and path.stat().st_size else []
+
+
+def label_selection(ctx: RunContext, selection_dir) -> dict[str, Any]:
+    """Label one selection's candidates and test frames with the run's label store; write and
+    return its labels.json (a selection without it is labeled again on resume, which computes
+    only the labels still missing: each is stored under its hash as it returns)."""
+    batch = label_batch(
+        _frames(selection_dir / CANDIDATES), _frames(selection_dir / TEST_FRAMES),
+        ctx.labeler, ctx.label_executor, ctx.run.labels_dir,
+    )  # fmt: skip
+    atomic.write_json(selection_dir / LABELS, batch.record)
+    return batch.record

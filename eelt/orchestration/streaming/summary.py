@@ -1,5 +1,5 @@
 """A streaming run's state.json, from its records alone: one row per finished generation in the
-spirit of :meth:`eelt.orchestration.progress.Progress.state` (``iteration`` is the generation), so ``eelt
+spirit of :func:`eelt.orchestration.progress.state` (``iteration`` is the generation), so ``eelt
 status``, ``eelt report`` and the Prefect artifacts show a streaming run as they show any.
 
 A generation's row covers the rounds whose labels it was the first to train on: what those
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from eelt.orchestration import timing
-from eelt.orchestration.streaming.calibration import read_calibration
+from eelt.orchestration.progress import state_row
 from eelt.orchestration.streaming.layout import StreamDir
 
 
@@ -39,14 +39,17 @@ def _selections(stream: StreamDir, rounds: range, by_round: dict[int, list[int]]
                 yield sel, stream.labels(w, r)
 
 
+LABEL_COUNTS = ("n_labeled", "n_test_labeled", "n_failed", "n_test_failed")
+
+
 def _sum(rows, key: str) -> float:
     return sum(row.get(key) or 0 for row in rows)
 
 
-def state(loop, stream: StreamDir) -> dict[str, Any]:
+def state(ctx, stream: StreamDir) -> dict[str, Any]:
     """The run's summary (see the module docstring); ``status`` stays running until the end
     decided at a round's close has every label and generation it waits for."""
-    run = loop.run
+    run = ctx.run
     init = run.read_report(run.init_dir("label")) or {}
     init_train = run.read_report(run.init_dir("train")) or {}
     rounds = _rounds(stream)
@@ -74,14 +77,19 @@ def state(loop, stream: StreamDir) -> dict[str, Any]:
         n_total = int(_sum(sels, "n_total"))
         labels_total += int(_sum(labs, "n_labeled") + _sum(labs, "n_test_labeled"))
         hours_total += float(_sum(labs, "dft_core_hours"))
-        test = report.get("test", {})
-        cal = read_calibration(stream.generation_dir(g)) or {}
-        explorer = cal.get("explorer_test", {})
-        calibration = cal.get("calibration", {})
 
         def share(key: str, sels=sels, n_total=n_total) -> float | None:
             return _sum(sels, key) / n_total if n_total else None
 
+        levels = ("trust_lo_eV_per_A", "trust_hi_eV_per_A", "trust_source")
+        selection = {
+            **({k: sels[0].get(k) for k in levels} if sels else {}),
+            "accurate_ratio": share("n_accurate"),
+            "candidate_ratio": share("n_candidate"),
+            "failed_ratio": share("n_failed"),
+            "n_selected": int(_sum(sels, "n_selected")),
+        }
+        labeled_sums = {k: _sum(labs, k) for k in LABEL_COUNTS}
         history.append(
             {
                 "iteration": g,
@@ -91,33 +99,10 @@ def state(loop, stream: StreamDir) -> dict[str, Any]:
                 "explored_by": sorted({s["generation"] for s in sels}),
                 "n_segments": len(sels),
                 "n_explored": n_total,
-                "trust_lo_eV_per_A": sels[0].get("trust_lo_eV_per_A") if sels else None,
-                "trust_hi_eV_per_A": sels[0].get("trust_hi_eV_per_A") if sels else None,
-                "trust_source": sels[0].get("trust_source") if sels else None,
-                "accurate_ratio": share("n_accurate") or 0.0,
-                "candidate_ratio": share("n_candidate") or 0.0,
-                "failed_ratio": share("n_failed") or 0.0,
-                "n_selected": int(_sum(sels, "n_selected")),
-                "n_labeled": int(_sum(labs, "n_labeled")),
-                "n_test_labeled": int(_sum(labs, "n_test_labeled")),
-                "n_label_failed": int(_sum(labs, "n_failed") + _sum(labs, "n_test_failed")),
+                **state_row(selection, labeled_sums, report, stream.calibration(g) or {}),
                 "labels_total": labels_total,
                 "dft_core_hours_total": hours_total,
                 "n_walker_restarts": int(_sum(sels, "restarts")),
-                "val_force_rmse_meV_per_A": report.get("val_force_rmse_meV_per_A"),
-                "n_test_frames_total": test.get("n_frames", 0),
-                "test_force_rmse_meV_per_A": test.get("force_rmse_meV_per_A"),
-                "test_force_mae_meV_per_A": test.get("force_mae_meV_per_A"),
-                "test_energy_rmse_meV_per_atom": test.get("energy_rmse_meV_per_atom"),
-                "explorer_test_force_rmse_meV_per_A": explorer.get("force_rmse_meV_per_A"),
-                "explorer_test_force_mae_meV_per_A": explorer.get("force_mae_meV_per_A"),
-                "explorer_test_energy_rmse_meV_per_atom": explorer.get("energy_rmse_meV_per_atom"),
-                "explorer_test_force_rmse_by_class_meV_per_A": {
-                    k: v.get("force_rmse_meV_per_A")
-                    for k, v in cal.get("explorer_test_by_class", {}).items()
-                },
-                "calibration_spearman": calibration.get("spearman"),
-                "calibration_crossing_eV_per_A": calibration.get("crossing_eV_per_A"),
                 "train_wall_s": report.get("wall_s"),
                 "wall_s": report.get("wall_s"),
                 "models_dir": report["models_dir"],
@@ -133,7 +118,7 @@ def state(loop, stream: StreamDir) -> dict[str, Any]:
         + sum(timing.busy_s("train", r) for r in generations.values()),
     }
     return {
-        "name": loop.config.name,
+        "name": ctx.config.name,
         "mode": "streaming",
         "status": end["status"] if finished else "running",
         "status_detail": (end["detail"] if finished else f"ending: {end['detail']}") if end else "",
@@ -161,7 +146,7 @@ def state(loop, stream: StreamDir) -> dict[str, Any]:
             "generations_started": len(triggers),
             "generations_finished": len(generations),
         },
-        "time": _times(loop, busy),
+        "time": _times(ctx, busy),
     }
 
 
@@ -170,15 +155,15 @@ def _dirs(stream: StreamDir):
     return sorted(root.iterdir()) if root.is_dir() else []
 
 
-def _times(loop, busy: dict[str, float]) -> dict[str, Any]:
+def _times(ctx, busy: dict[str, float]) -> dict[str, Any]:
     """The run's wall time (its sessions, the one under way included), the workers' busy time by
     kind of job, and their idle time (worker slots x run wall - busy)."""
-    record = timing.read(loop.run.root) or {"sessions": []}
-    session = getattr(loop, "session", None)
+    record = timing.read(ctx.run.root) or {"sessions": []}
+    session = ctx.session
     run_wall = sum(s["wall_s"] for s in record["sessions"]) + (
         session.elapsed_s() if session else 0.0
     )
-    worker_s = loop.worker_slots * run_wall
+    worker_s = ctx.worker_slots * run_wall
     total = sum(busy.values())
     return {
         "run_wall_s": run_wall,
@@ -188,5 +173,5 @@ def _times(loop, busy: dict[str, float]) -> dict[str, Any]:
         "idle_s": max(worker_s - total, 0.0),
         "busy_share": total / worker_s if worker_s else None,
         "wall_over_label_wall": None,  # no labeling stage: labels run beside everything else
-        **timing.dft_figures(run_wall, busy["dft"], loop.worker_slots),
+        **timing.dft_figures(run_wall, busy["dft"], ctx.worker_slots),
     }

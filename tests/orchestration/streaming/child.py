@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 
 from eelt.orchestration.rundir import RunDir
-from eelt.orchestration.synchronous import run_loop
-from tests.orchestration.streaming.stream_config import CountingLoop
+from eelt.orchestration.runs import run_loop
+from tests.orchestration.streaming.stream_config import CountingRun
 
 
 def run_stream(root: str) -> None:
     """Run (or resume) the streaming run in ``root`` with a thread pool of 2 workers."""
     torch.set_num_threads(1)
     with ThreadPoolExecutor(2) as pool:
-        run_loop(CountingLoop(RunDir(Path(root)), pool))
+        run_loop(CountingRun(RunDir(Path(root)), pool))

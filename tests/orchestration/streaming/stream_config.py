@@ -12,7 +12,7 @@ from pathlib import Path
 
 from eelt.config import RunConfig
 from eelt.label import EMTLabeler, frame_hash
-from eelt.orchestration.synchronous import Loop
+from eelt.orchestration.context import RunContext
 from tests.loop_config import cu_start, tiny_config
 
 N_INIT = 7  # the start structure and 6 perturbed copies
@@ -68,18 +68,19 @@ class CountingEMT(EMTLabeler):
         return super().__call__(atoms)
 
 
-class CountingLoop(Loop):
-    """The run's Loop with :class:`CountingEMT` as its labeler (same settings, same hashes)."""
+class CountingRun(RunContext):
+    """The run with :class:`CountingEMT` as its labeler (same settings, same hashes)."""
 
     log_name = "label_calls.log"
 
-    def _labeler(self):
-        log = self.run.root.parent / self.log_name
-        return CountingEMT(log_path=str(log), labels_dir=str(self.run.labels_dir))
+    def __init__(self, run, executor):
+        log = run.root.parent / self.log_name
+        labeler = CountingEMT(log_path=str(log), labels_dir=str(run.labels_dir))
+        super().__init__(run, executor, labeler)
 
 
 def label_calls(run_root: Path) -> list[tuple[str, bool]]:
-    log = run_root.parent / CountingLoop.log_name
+    log = run_root.parent / CountingRun.log_name
     lines = log.read_text().split() if log.is_file() else []
     return [(h, s == "1") for h, s in zip(lines[::2], lines[1::2], strict=True)]
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from eelt.orchestration.synchronous import prepare_run, run_loop
+from eelt.orchestration.runs import prepare_run, run_loop
 from tests.orchestration.streaming.child import run_stream
 from tests.orchestration.streaming.end_state import end_state
-from tests.orchestration.streaming.stream_config import CountingLoop, label_calls, streaming_config
+from tests.orchestration.streaming.stream_config import CountingRun, label_calls, streaming_config
 
 TRIALS = 20
 MILESTONES = (
@@ -61,7 +61,7 @@ def test_killed_at_random_points_resumes_to_the_uninterrupted_end_state(tmp_path
             streaming_config(tmp_path / "ref"), tmp_path / "ref", tmp_path / "ref/run"
         )
         with ThreadPoolExecutor(2) as pool:
-            run_loop(CountingLoop(ref, pool))
+            run_loop(CountingRun(ref, pool))
     finally:
         torch.set_num_threads(threads)
     killed = prepare_run(

@@ -1,12 +1,9 @@
 """The pure parts of the streaming loop: a round's end, the window's selection, the config."""
 
-import numpy as np
 import pytest
-from ase.build import bulk
 
 from eelt.orchestration.streaming.examine import walker_test_frames
 from eelt.orchestration.streaming.rounds import RoundNumbers, close_round, window_accurate_ratio
-from eelt.orchestration.streaming.select import select_in_window
 from tests.orchestration.streaming.stream_config import streaming_config
 
 
@@ -83,20 +80,6 @@ def test_a_window_without_candidates_stalls(config):
 def test_test_frames_of_a_round_are_shared_among_walkers():
     assert [walker_test_frames(5, 2, w) for w in range(2)] == [3, 2]
     assert sum(walker_test_frames(7, 3, w) for w in range(3)) == 7
-
-
-def test_window_selection_avoids_what_the_window_already_chose():
-    base = bulk("Cu", "fcc", a=3.6, cubic=True)
-    rng = np.random.default_rng(0)
-    frames = []
-    for k in range(6):
-        atoms = base.copy()
-        atoms.positions += (0.05 + 0.1 * (k % 3)) * rng.standard_normal(atoms.positions.shape)
-        frames.append(atoms)
-    earlier = [frames[0].copy(), frames[3].copy()]
-    chosen = select_in_window(frames, np.arange(6), 2, "diverse", earlier, rng)
-    assert len(chosen) == 2 and not {0, 3} & set(chosen.tolist())  # identical ones are last
-    assert select_in_window(frames, np.arange(6), 0, "diverse", earlier, rng).size == 0
 
 
 def test_config_takes_every_stage_and_trust_level_setting(tmp_path):
@@ -179,56 +162,3 @@ def test_a_test_error_that_stopped_improving_stalls_the_run(tmp_path):
     assert close_round(4, numbers(stall=(97.0, 100.0)), config)["end"]["status"] == "stalled"
     assert close_round(4, numbers(stall=(90.0, 100.0)), config)["end"] is None
     assert close_round(4, numbers(stall=(None, None)), config)["end"] is None
-
-
-def test_a_stage_starts_from_its_files_the_system_or_the_previous_round():
-    from ase import Atoms
-
-    from eelt.config import parse_config
-    from eelt.orchestration.streaming.walkers import stage_starts
-
-    def frame(x, devi):
-        atoms = Atoms("Cu2", positions=[[0, 0, 0], [x, 0, 0]])
-        atoms.info["max_devi_f"] = devi
-        return atoms
-
-    previous = [[frame(2.0, 0.02), frame(2.1, 0.2)], [frame(2.2, 0.04), frame(2.3, 0.001)], []]
-    system, files = [frame(2.5, 0.0)], [frame(2.6, 0.0), frame(2.7, 0.0)]
-    base = {
-        "name": "t",
-        "system": {"structures": ["x.xyz"]},
-        "label": {"kind": "emt"},
-        "examine": {"trust_lo_eV_per_A": 0.05, "trust_hi_eV_per_A": 0.3},
-    }
-
-    def starts(second):
-        first = {"temperatures_K": [300]}
-        cfg = parse_config(
-            {**base, "explore": {"stages": [first, {"temperatures_K": [600], **second}]}}
-        )
-        got, source = stage_starts(cfg, 1, system, files, previous, 0.05)
-        return [round(a.positions[1, 0], 3) for a in got], source
-
-    assert starts({}) == ([2.5], "system")
-    assert starts({"starts": ["a.xyz"]}) == ([2.6, 2.7], "stage files")
-    assert starts({"starts": "last"}) == ([2.1, 2.3], "last frames of the previous stage")
-    assert starts({"starts": "last", "max_starts": 1}) == (
-        [2.1],
-        "last frames of the previous stage",
-    )
-    # below trust_lo 0.05, the most uncertain first, as many as there were walkers
-    assert starts({"starts": "uncertain"}) == (
-        [2.2, 2.0],
-        "most uncertain accurate frames of the previous stage",
-    )
-    nothing = [[], []]  # the previous round's segments failed: the system's structures
-    cfg = parse_config(
-        {
-            **base,
-            "explore": {
-                "stages": [{"temperatures_K": [300]}, {"temperatures_K": [600], "starts": "last"}]
-            },
-        }
-    )
-    got, source = stage_starts(cfg, 1, system, files, nothing, 0.05)
-    assert len(got) == 1 and source.startswith("system (the previous stage's last round left")

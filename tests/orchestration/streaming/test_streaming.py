@@ -12,6 +12,9 @@ import torch
 
 from eelt.errors import EeltError
 from eelt.label import EMTLabeler, LabelError
+from eelt.orchestration.context import RunContext
+from eelt.orchestration.initial import init_label
+from eelt.orchestration.runs import prepare_run, run_loop
 from eelt.orchestration.status_columns import (
     ACCURACY_COLUMNS,
     EXPLORE_COLUMNS,
@@ -20,12 +23,11 @@ from eelt.orchestration.status_columns import (
     stream_line,
     time_line,
 )
-from eelt.orchestration.synchronous import Loop, prepare_run, run_loop
 from tests.orchestration.streaming.end_state import end_state
 from tests.orchestration.streaming.stream_config import (
     MAX_LABELS,
     N_INIT,
-    CountingLoop,
+    CountingRun,
     RecordingExecutor,
     label_calls,
     streaming_config,
@@ -40,7 +42,7 @@ def streamed(tmp_path_factory):
     try:
         run = prepare_run(streaming_config(tmp), tmp, tmp / "run")
         with RecordingExecutor(2) as pool:
-            state = run_loop(CountingLoop(run, pool))
+            state = run_loop(CountingRun(run, pool))
     finally:
         torch.set_num_threads(threads)
     return run, state, pool.jobs
@@ -197,13 +199,13 @@ def test_resume_of_a_finished_run_redoes_nothing(streamed, tmp_path):
     run, _, _ = streamed
     copy = tmp_path / "run"
     shutil.copytree(run.root, copy)
-    (tmp_path / CountingLoop.log_name).write_text("")
+    (tmp_path / CountingRun.log_name).write_text("")
     before = end_state(copy)
     mtimes = {p: p.stat().st_mtime_ns for p in copy.rglob("*") if p.is_file()}
     from eelt.orchestration.rundir import RunDir
 
     with ThreadPoolExecutor(2) as pool:
-        state = run_loop(CountingLoop(RunDir(copy), pool))
+        state = run_loop(CountingRun(RunDir(copy), pool))
     changed = {
         p.relative_to(copy).as_posix()
         for p in copy.rglob("*")
@@ -220,7 +222,7 @@ def test_modes_refuse_each_others_runs(tmp_path):
     run = prepare_run(cfg, tmp_path, tmp_path / "run")
     (run.root / "iter-000").mkdir()
     with pytest.raises(EeltError, match="synchronous run"):
-        run_loop(Loop(run, ThreadPoolExecutor(1)))
+        run_loop(RunContext(run, ThreadPoolExecutor(1)))
     (run.root / "iter-000").rmdir()
     (run.root / "stream").mkdir()
     synchronous = cfg.model_copy(
@@ -228,7 +230,7 @@ def test_modes_refuse_each_others_runs(tmp_path):
     )
     sync = prepare_run(synchronous, tmp_path, tmp_path / "run")
     with pytest.raises(EeltError, match="streaming run"):
-        run_loop(Loop(sync, ThreadPoolExecutor(1)))
+        run_loop(RunContext(sync, ThreadPoolExecutor(1)))
 
 
 @dataclass(frozen=True)
@@ -247,7 +249,9 @@ def test_failed_labels_above_the_limit_stop_the_run_and_a_higher_limit_goes_on(
     tmp_path, monkeypatch
 ):
     flag = tmp_path / "broken"
-    monkeypatch.setattr(Loop, "_labeler", lambda self: BrokenAfterInit(flag=str(flag)))
+    monkeypatch.setattr(
+        "eelt.orchestration.context.job_labeler", lambda config: BrokenAfterInit(flag=str(flag))
+    )
     cfg = streaming_config(tmp_path, stages=1)
     data = cfg.model_dump(mode="json")
     data["label"]["max_failed_fraction"] = 0.5
@@ -255,10 +259,10 @@ def test_failed_labels_above_the_limit_stop_the_run_and_a_higher_limit_goes_on(
 
     run = prepare_run(parse_config(data), tmp_path, tmp_path / "run")
     with ThreadPoolExecutor(2) as pool:
-        loop = Loop(run, pool)
-        loop.init_label()
+        loop = RunContext(run, pool)
+        init_label(loop)
         flag.touch()
-        with pytest.raises(EeltError, match=r"generation 1: \d+ of \d+ labels failed") as e:
+        with pytest.raises(EeltError, match=r"label: \d+ of \d+ labels failed in generation 1 ") as e:
             run_loop(loop)
     assert "> label.max_failed_fraction 0.5" in str(e.value) and "\n" not in str(e.value)
     assert not (run.root / "stream/generations/gen-001/report.json").exists()
@@ -267,7 +271,7 @@ def test_failed_labels_above_the_limit_stop_the_run_and_a_higher_limit_goes_on(
     data["label"]["max_failed_fraction"] = 1.0
     run = prepare_run(parse_config(data), tmp_path, tmp_path / "run")
     with ThreadPoolExecutor(2) as pool:
-        state = run_loop(Loop(run, pool))
+        state = run_loop(RunContext(run, pool))
     assert state["status"] in ("budget_exhausted", "stalled")
     assert state["iterations"][0]["n_label_failed"] > 0
     assert all(p.stat().st_mtime_ns == t for p, t in segments.items())
@@ -324,7 +328,7 @@ def test_calibrated_trust_levels_come_from_the_newest_calibration_a_round_may_se
     cfg = parse_config(data)
     run = prepare_run(cfg, tmp_path, tmp_path / "run")
     with ThreadPoolExecutor(2) as pool:
-        state = run_loop(Loop(run, pool))
+        state = run_loop(RunContext(run, pool))
     stream = run.root / "stream"
     crossings = {}
     for folder in sorted((stream / "generations").glob("gen-*")):
