@@ -46,26 +46,28 @@ def over_budget(used: float, budget: float | None) -> bool:
 End = tuple[str, str]  # (status, why)
 
 
-def run_budget_end(labels: int, core_hours: float, loop) -> End | None:
-    """The run's own budgets (``loop.max_labels``, ``loop.max_dft_core_hours``), spent?"""
-    if over_budget(labels, loop.max_labels):
-        return BUDGET_EXHAUSTED, f"{labels} labels of loop.max_labels {loop.max_labels}"
-    if over_budget(core_hours, loop.max_dft_core_hours):
+def budget_end(
+    labels: int, core_hours: float, max_labels: int | None, max_core_hours: float | None, whose: str
+) -> End | None:
+    """A label or DFT core-hour budget spent? ``whose`` prefixes the budget's name in the
+    reason ("loop." for the run's, "its " for a stage's)."""
+    if over_budget(labels, max_labels):
+        return BUDGET_EXHAUSTED, f"{labels} labels of {whose}max_labels {max_labels}"
+    if over_budget(core_hours, max_core_hours):
         return BUDGET_EXHAUSTED, (
-            f"{core_hours:.3g} DFT core-hours of loop.max_dft_core_hours {loop.max_dft_core_hours}"
+            f"{core_hours:.3g} DFT core-hours of {whose}max_dft_core_hours {max_core_hours}"
         )
     return None
+
+
+def run_budget_end(labels: int, core_hours: float, loop) -> End | None:
+    """The run's own budgets (``loop.max_labels``, ``loop.max_dft_core_hours``), spent?"""
+    return budget_end(labels, core_hours, loop.max_labels, loop.max_dft_core_hours, "loop.")
 
 
 def stage_budget_end(labels: int, core_hours: float, stage) -> End | None:
     """A stage's budgets (its ``max_labels``, ``max_dft_core_hours``), spent?"""
-    if over_budget(labels, stage.max_labels):
-        return BUDGET_EXHAUSTED, f"{labels} labels of its max_labels {stage.max_labels}"
-    if over_budget(core_hours, stage.max_dft_core_hours):
-        return BUDGET_EXHAUSTED, (
-            f"{core_hours:.3g} DFT core-hours of its max_dft_core_hours {stage.max_dft_core_hours}"
-        )
-    return None
+    return budget_end(labels, core_hours, stage.max_labels, stage.max_dft_core_hours, "its ")
 
 
 def stall_end(new_rmse: float | None, old_rmse: float | None, loop, per: str) -> End | None:
