@@ -21,7 +21,9 @@ from pydantic import (
 )
 
 from eelt.errors import EeltError
-from eelt.explore.dynamics import RAMPABLE
+
+# (ensemble, thermostat or barostat) pairs whose target temperature may ramp during a walk
+RAMPABLE = {("nvt", "langevin"), ("nvt", "bussi"), ("npt", "langevin")}
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]

@@ -19,11 +19,12 @@ from ase.md.md import MolecularDynamics
 from ase.md.nose_hoover_chain import MTKNPT, IsotropicMTKNPT, NoseHooverChainNVT
 from ase.md.verlet import VelocityVerlet
 
+from eelt.config import RAMPABLE
+
 ENSEMBLES = ("nve", "nvt", "npt")
 THERMOSTATS = ("langevin", "bussi", "nose-hoover")
 BAROSTATS = ("mtk", "langevin")
 CELL_FLUCTUATIONS = ("isotropic", "anisotropic")
-RAMPABLE = {("nvt", "langevin"), ("nvt", "bussi"), ("npt", "langevin")}
 
 
 @dataclass(frozen=True)
