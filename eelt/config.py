@@ -36,7 +36,10 @@ class Section(BaseModel):
 class SystemConfig(Section):
     """Start structures (any ase.io format; paths relative to the config file)."""
 
-    structures: list[str] = Field(min_length=1)
+    structures: list[str] = Field(
+        min_length=1,
+        description="start structure files (any ase.io format), relative to the config file",
+    )
     type_map: list[str] | None = Field(
         default=None, description="element order of the model; default: elements of the structures"
     )
@@ -50,11 +53,27 @@ class InitConfig(Section):
     theory of ``label``; they are checked (energy and forces present and finite) and counted
     apart from the labels the run computes."""
 
-    n_perturbed: Annotated[int, Field(ge=0)] = 20
-    position_sigma_A: Annotated[float, Field(ge=0)] = 0.05
-    cell_strain: Annotated[float, Field(ge=0, lt=0.5)] = 0.03
-    seed: int = 0
-    data: list[str] = []
+    n_perturbed: Annotated[int, Field(ge=0)] = Field(
+        default=20,
+        description="randomly perturbed copies of each start structure, labeled before "
+        "iteration 0; 0: none (then data must be given)",
+    )
+    position_sigma_A: Annotated[float, Field(ge=0)] = Field(
+        default=0.05,
+        description="std of the Gaussian displacement of each Cartesian component (Angstrom)",
+    )
+    cell_strain: Annotated[float, Field(ge=0, lt=0.5)] = Field(
+        default=0.03,
+        description="fully periodic cells: a random symmetric strain, every component in "
+        "[-cell_strain, cell_strain] (positions scaled with the cell)",
+    )
+    seed: int = Field(default=0, description="seed of the perturbations")
+    data: list[str] = Field(
+        default=[],
+        description="labeled data you already have: extxyz (or any ase.io file with energies "
+        "and forces) or DeePMD system folders, at the level of theory of label; frozen into "
+        "data/user.extxyz and counted apart from the run's labels",
+    )
 
 
 class CVConfig(Section):
@@ -63,16 +82,41 @@ class CVConfig(Section):
     ``r0_A``, ``nn``, ``mm``), or any torch function of (positions, cell) given as
     ``package.module:function``."""
 
-    kind: Literal["distance", "angle", "dihedral", "coordination", "torch"]
-    atoms: list[Annotated[int, Field(ge=0)]] | None = None
-    group_a: list[Annotated[int, Field(ge=0)]] | None = None
-    group_b: list[Annotated[int, Field(ge=0)]] | None = None
-    r0_A: PositiveFloat | None = None
-    nn: PositiveInt = 6
-    mm: PositiveInt = 12
-    function: str | None = None
-    periodic: bool = False
-    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]+$")
+    kind: Literal["distance", "angle", "dihedral", "coordination", "torch"] = Field(
+        description="what the CV measures"
+    )
+    atoms: list[Annotated[int, Field(ge=0)]] | None = Field(
+        default=None,
+        description="distance / angle / dihedral: 2 / 3 / 4 atom indices (0-based)",
+    )
+    group_a: list[Annotated[int, Field(ge=0)]] | None = Field(
+        default=None, description="coordination: the first group of atom indices"
+    )
+    group_b: list[Annotated[int, Field(ge=0)]] | None = Field(
+        default=None, description="coordination: the second group of atom indices"
+    )
+    r0_A: PositiveFloat | None = Field(
+        default=None, description="coordination: r0 of the switching function (Angstrom)"
+    )
+    nn: PositiveInt = Field(
+        default=6, description="coordination: exponent n of the switching function"
+    )
+    mm: PositiveInt = Field(
+        default=12, description="coordination: exponent m of the switching function"
+    )
+    function: str | None = Field(
+        default=None,
+        description="torch: 'package.module:function', a function of (positions, cell) tensors "
+        "(Angstrom) returning a scalar tensor",
+    )
+    periodic: bool = Field(
+        default=False, description="torch: the CV wraps with period 2 pi (dihedrals always do)"
+    )
+    name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_]+$",
+        description="the CV's name in frames (cv_NAME) and plots; default: kind and atoms",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> CVConfig:
@@ -90,12 +134,16 @@ class MetadynamicsConfig(Section):
     """Well-tempered metadynamics on the ``cvs``: a Gaussian hill of ``height_eV`` and widths
     ``sigma`` (CV units) every ``pace_steps``, heights tempered by ``biasfactor`` (None: plain)."""
 
-    kind: Literal["metadynamics"] = "metadynamics"
-    cvs: list[CVConfig] = Field(min_length=1)
-    sigma: list[PositiveFloat] = Field(min_length=1)
-    height_eV: PositiveFloat = 0.02
-    pace_steps: PositiveInt = 50
-    biasfactor: Annotated[float, Field(gt=1)] | None = 10.0
+    kind: Literal["metadynamics"] = Field(default="metadynamics", description="the bias kind")
+    cvs: list[CVConfig] = Field(min_length=1, description="the collective variables")
+    sigma: list[PositiveFloat] = Field(
+        min_length=1, description="Gaussian width per CV, in the CV's units (A, rad)"
+    )
+    height_eV: PositiveFloat = Field(default=0.02, description="height of a hill (eV)")
+    pace_steps: PositiveInt = Field(default=50, description="MD steps between two hills")
+    biasfactor: Annotated[float, Field(gt=1)] | None = Field(
+        default=10.0, description="well-tempered bias factor; None: plain metadynamics"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> MetadynamicsConfig:
@@ -109,8 +157,12 @@ class UncertaintyBiasConfig(Section):
     walkers towards where the ensemble disagrees (every member runs at every step of its
     stride)."""
 
-    kind: Literal["uncertainty"] = "uncertainty"
-    strength: PositiveFloat = 1.0
+    kind: Literal["uncertainty"] = Field(default="uncertainty", description="the bias kind")
+    strength: PositiveFloat = Field(
+        default=1.0,
+        description="bias energy = -strength x (std of the members' energies); no floor, so "
+        "keep the guards on",
+    )
     stride_steps: PositiveInt = Field(
         default=1,
         description="apply the bias as an impulse every this many steps (its force x the "
@@ -121,8 +173,11 @@ class UncertaintyBiasConfig(Section):
 class PlumedConfig(Section):
     """A PLUMED input (its text, PLUMED's units: nm, kJ/mol, ps) run through PLUMED's kernel."""
 
-    kind: Literal["plumed"] = "plumed"
-    script: str = Field(min_length=1)
+    kind: Literal["plumed"] = Field(default="plumed", description="the bias kind")
+    script: str = Field(
+        min_length=1,
+        description="the PLUMED input's text; needs a PLUMED kernel (PLUMED_KERNEL)",
+    )
 
 
 BiasConfig = Annotated[
@@ -143,31 +198,80 @@ class StageConfig(Section):
     ``max_iterations``. Budgets may be raised on resume.
     """
 
-    temperatures_K: list[PositiveFloat] = Field(min_length=1)
-    ensemble: Literal["nve", "nvt", "npt"] = "nvt"
-    thermostat: Literal["langevin", "bussi", "nose-hoover"] = "langevin"
-    barostat: Literal["mtk", "langevin"] = "mtk"
-    cell_fluctuation: Literal["isotropic", "anisotropic"] = "isotropic"
-    pressures_bar: list[float] | None = None
+    temperatures_K: list[PositiveFloat] = Field(
+        min_length=1, description="one condition per temperature (K)"
+    )
+    ensemble: Literal["nve", "nvt", "npt"] = Field(
+        default="nvt", description="the MD ensemble; npt for periodic cells only"
+    )
+    thermostat: Literal["langevin", "bussi", "nose-hoover"] = Field(
+        default="langevin",
+        description="nvt: langevin (friction_per_fs), bussi or nose-hoover chains "
+        "(thermostat_time_fs)",
+    )
+    barostat: Literal["mtk", "langevin"] = Field(
+        default="mtk",
+        description="npt: mtk (Nose-Hoover chains, ASE's MTKNPT) or langevin (Langevin-BAOAB)",
+    )
+    cell_fluctuation: Literal["isotropic", "anisotropic"] = Field(
+        default="isotropic", description="npt: how the cell may change"
+    )
+    pressures_bar: list[float] | None = Field(
+        default=None, description="npt: one condition per temperature x pressure (bar)"
+    )
     temperature_ramp_to_K: PositiveFloat | None = Field(
         default=None, description="each walker's target goes linearly from its temperature to this"
     )
-    n_steps: PositiveInt = 1000
-    timestep_fs: PositiveFloat = 0.5
-    dump_interval: PositiveInt = 10
-    friction_per_fs: PositiveFloat = 0.01
-    thermostat_time_fs: PositiveFloat = 100.0
-    barostat_time_fs: PositiveFloat = 1000.0
-    walkers_per_condition: PositiveInt = 1
-    starts: Literal["system", "last", "uncertain"] | list[str] = "system"
-    max_starts: PositiveInt | None = None
-    biases: list[BiasConfig] = []
-    max_iterations: PositiveInt = 5
-    trust_lo_eV_per_A: PositiveFloat | None = None
-    trust_hi_eV_per_A: PositiveFloat | None = None
-    max_candidates: PositiveInt | None = None
-    max_labels: PositiveInt | None = None
-    max_dft_core_hours: PositiveFloat | None = None
+    n_steps: PositiveInt = Field(default=1000, description="MD steps of a walker per iteration")
+    timestep_fs: PositiveFloat = Field(default=0.5, description="MD timestep (fs)")
+    dump_interval: PositiveInt = Field(
+        default=10, description="a frame is dumped (and examined) every this many steps"
+    )
+    friction_per_fs: PositiveFloat = Field(
+        default=0.01, description="Langevin thermostat friction (1/fs)"
+    )
+    thermostat_time_fs: PositiveFloat = Field(
+        default=100.0, description="bussi and nose-hoover thermostat time constant (fs)"
+    )
+    barostat_time_fs: PositiveFloat = Field(
+        default=1000.0, description="barostat time constant (fs)"
+    )
+    walkers_per_condition: PositiveInt = Field(
+        default=1, description="walkers per start and condition (each with its own seed)"
+    )
+    starts: Literal["system", "last", "uncertain"] | list[str] = Field(
+        default="system",
+        description="system: the system's structures; last: the last frame of every walker of "
+        "the previous iteration; uncertain: the previous iteration's accurate frames with the "
+        "highest deviation; or a list of files (frozen into starts/stage-K.extxyz)",
+    )
+    max_starts: PositiveInt | None = Field(
+        default=None, description="at most this many starts; None: all"
+    )
+    biases: list[BiasConfig] = Field(
+        default=[], description="biases on the walkers (metadynamics, uncertainty, plumed)"
+    )
+    max_iterations: PositiveInt = Field(
+        default=5, description="the stage ends after this many iterations if not converged"
+    )
+    trust_lo_eV_per_A: PositiveFloat | None = Field(
+        default=None, description="overrides examine.trust_lo_eV_per_A for this stage"
+    )
+    trust_hi_eV_per_A: PositiveFloat | None = Field(
+        default=None, description="overrides examine.trust_hi_eV_per_A for this stage"
+    )
+    max_candidates: PositiveInt | None = Field(
+        default=None, description="overrides examine.max_candidates for this stage"
+    )
+    max_labels: PositiveInt | None = Field(
+        default=None,
+        description="the stage's label budget (its iterations' labels, test frames included); "
+        "may be raised on resume",
+    )
+    max_dft_core_hours: PositiveFloat | None = Field(
+        default=None,
+        description="the stage's DFT core-hour budget; may be raised on resume",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> StageConfig:
@@ -193,8 +297,10 @@ class StageConfig(Section):
 
 
 class ExploreConfig(Section):
-    stages: list[StageConfig] = Field(min_length=1)
-    seed: int = 0
+    stages: list[StageConfig] = Field(
+        min_length=1, description="run one after the other, each until converged"
+    )
+    seed: int = Field(default=0, description="seed of the walkers' velocities and thermostats")
     forces_from: Literal["first", "mean"] = Field(
         default="first",
         description="what drives the MD: member 0, with every member evaluated only at dump "
@@ -242,17 +348,29 @@ class ExamineConfig(Section):
     """Trust levels on the max force deviation (eV/Angstrom), the selection caps, the held-out
     test frames and the convergence criterion."""
 
-    trust_lo_eV_per_A: PositiveFloat = 0.05
-    trust_hi_eV_per_A: PositiveFloat = 0.25
+    trust_lo_eV_per_A: PositiveFloat = Field(
+        default=0.05,
+        description="frames with a max force deviation below this are accurate (eV/A)",
+    )
+    trust_hi_eV_per_A: PositiveFloat = Field(
+        default=0.25,
+        description="frames above this are failed; between the two, candidates (eV/A)",
+    )
     deviation: Literal["absolute", "relative"] = Field(
         default="absolute",
         description="what the trust levels apply to: the max force deviation (eV/A), or DeePMD's "
         "relative one, max over atoms of deviation / (|F| + relative_eps_eV_per_A), with the "
         "dimensionless trust_lo_relative / trust_hi_relative",
     )
-    relative_eps_eV_per_A: PositiveFloat = 1.0
-    trust_lo_relative: PositiveFloat = 0.03
-    trust_hi_relative: PositiveFloat = 0.15
+    relative_eps_eV_per_A: PositiveFloat = Field(
+        default=1.0, description="deviation relative: added to |F| in the denominator (eV/A)"
+    )
+    trust_lo_relative: PositiveFloat = Field(
+        default=0.03, description="deviation relative: the lower trust level (dimensionless)"
+    )
+    trust_hi_relative: PositiveFloat = Field(
+        default=0.15, description="deviation relative: the upper trust level (dimensionless)"
+    )
     trust_levels: Literal["fixed", "calibrated", "adaptive"] = Field(
         default="fixed",
         description="fixed: as configured (per stage if a stage says so); calibrated: each "
@@ -261,12 +379,28 @@ class ExamineConfig(Section):
         "trust_hi_factor x trust_lo; adaptive: trust_lo set so that adaptive_n_candidates (or "
         "adaptive_fraction) of the frames below trust_hi are candidates (DPGEN2's adaptive lower)",
     )
-    trust_lo_bounds_eV_per_A: tuple[PositiveFloat, PositiveFloat] = (0.02, 0.5)
-    trust_hi_factor: Annotated[float, Field(gt=1)] = 4.0
-    adaptive_n_candidates: PositiveInt | None = None
-    adaptive_fraction: Annotated[float, Field(gt=0, le=1)] | None = None
-    max_candidates: PositiveInt = 10
-    selection: Literal["random", "diverse"] = "diverse"
+    trust_lo_bounds_eV_per_A: tuple[PositiveFloat, PositiveFloat] = Field(
+        default=(0.02, 0.5), description="calibrated: trust_lo stays within these (eV/A)"
+    )
+    trust_hi_factor: Annotated[float, Field(gt=1)] = Field(
+        default=4.0, description="calibrated: trust_hi = trust_hi_factor x trust_lo"
+    )
+    adaptive_n_candidates: PositiveInt | None = Field(
+        default=None,
+        description="adaptive: this many of the frames below trust_hi are candidates",
+    )
+    adaptive_fraction: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        default=None,
+        description="adaptive: this share of the frames below trust_hi are candidates",
+    )
+    max_candidates: PositiveInt = Field(
+        default=10, description="at most this many candidates labeled per iteration"
+    )
+    selection: Literal["random", "diverse"] = Field(
+        default="diverse",
+        description="random: uniform without replacement (DP-GEN); diverse: farthest-point "
+        "sampling on a structure fingerprint, from the candidate with the highest deviation",
+    )
     test_frames: Annotated[int, Field(ge=0)] = Field(
         default=4,
         description="frames drawn uniformly at random from each iteration's explored frames, "
@@ -278,13 +412,15 @@ class ExamineConfig(Section):
         "atomic force error crossing it; a stage converges once the new ensemble's test force "
         "RMSE is at or below it",
     )
-    converged_accurate_ratio: Annotated[float, Field(gt=0, le=1)] = 0.99
+    converged_accurate_ratio: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.99, description="the accurate ratio at which a stage converges"
+    )
     converged_n_iterations: PositiveInt = Field(
         default=1,
         description="a stage converges when its accurate ratio reaches converged_accurate_ratio "
         "in this many consecutive iterations",
     )
-    seed: int = 0
+    seed: int = Field(default=0, description="seed of the selection and the test-frame draw")
 
     @model_validator(mode="after")
     def _lo_below_hi(self) -> ExamineConfig:
@@ -342,21 +478,27 @@ LABEL_POLICY = tuple(LabelPolicy.model_fields)
 
 
 class PySCFLabelConfig(LabelPolicy):
-    kind: Literal["pyscf"] = "pyscf"
-    xc: str = "pbe"
-    basis: str = "def2-svp"
-    charge: int = 0
+    kind: Literal["pyscf"] = Field(default="pyscf", description="the labeler kind")
+    xc: str = Field(default="pbe", description="the exchange-correlation functional")
+    basis: str = Field(default="def2-svp", description="the basis set")
+    charge: int = Field(default=0, description="total charge (e)")
     spin: Annotated[int, Field(ge=0)] = Field(default=0, description="2S = N_alpha - N_beta")
-    conv_tol: PositiveFloat = 1e-9
-    max_cycle: PositiveInt = 100
-    grid_level: Annotated[int, Field(ge=0, le=9)] = 3
-    density_fit: bool = False
+    conv_tol: PositiveFloat = Field(default=1e-9, description="SCF energy convergence (Hartree)")
+    max_cycle: PositiveInt = Field(default=100, description="SCF cycles of the first attempt")
+    grid_level: Annotated[int, Field(ge=0, le=9)] = Field(
+        default=3, description="PySCF's integration grid level"
+    )
+    density_fit: bool = Field(default=False, description="density fitting of the integrals")
     dispersion: Literal["d3bj", "d3zero", "d3bjm", "d3zerom", "d4"] | None = Field(
         default=None,
         description="an empirical dispersion correction on top of xc, in energies and forces "
         "(pyscf-dispersion); part of what a label is",
     )
-    device: Literal["auto", "cpu", "gpu"] = "auto"
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        default="auto",
+        description="gpu: gpu4pyscf (error if missing); auto: a GPU when available; not part "
+        "of what a label is",
+    )
     scf_fallbacks: bool = Field(
         default=True,
         description="an SCF that does not converge is tried again: more cycles with damping and "
@@ -367,19 +509,26 @@ class PySCFLabelConfig(LabelPolicy):
 class XTBLabelConfig(LabelPolicy):
     """GFN-xTB through tblite: GFN2-xTB for molecules, GFN1-xTB for periodic cells."""
 
-    kind: Literal["xtb"] = "xtb"
-    method: Literal["GFN2-xTB", "GFN1-xTB", "IPEA1-xTB"] = "GFN2-xTB"
-    charge: int = 0
+    kind: Literal["xtb"] = Field(default="xtb", description="the labeler kind")
+    method: Literal["GFN2-xTB", "GFN1-xTB", "IPEA1-xTB"] = Field(
+        default="GFN2-xTB", description="the tblite method"
+    )
+    charge: int = Field(default=0, description="total charge (e)")
     spin: Annotated[int, Field(ge=0)] = Field(default=0, description="2S, unpaired electrons")
-    accuracy: PositiveFloat = 1.0
-    electronic_temperature_K: PositiveFloat = 300.0
-    max_iterations: PositiveInt = 250
+    accuracy: PositiveFloat = Field(default=1.0, description="tblite's accuracy (lower is tighter)")
+    electronic_temperature_K: PositiveFloat = Field(
+        default=300.0, description="Fermi smearing temperature (K)"
+    )
+    max_iterations: PositiveInt = Field(
+        default=250,
+        description="an SCC not converged in this many iterations is a failure, never a label",
+    )
 
 
 class EMTLabelConfig(LabelPolicy):
     """ASE's EMT potential: a cheap reference for tests and demos (Al, Cu, Ag, Au, Ni, Pd, Pt; H, C, N, O roughly)."""
 
-    kind: Literal["emt"] = "emt"
+    kind: Literal["emt"] = Field(default="emt", description="the labeler kind")
 
 
 LabelConfig = Annotated[
@@ -477,29 +626,50 @@ class TrainConfig(Section):
 class ExecutionConfig(Section):
     """Where jobs run: a local Dask cluster, a thread pool, or a batch scheduler via dask-jobqueue."""
 
-    kind: Literal["local", "threads", "dask", "slurm", "pbs", "sge", "lsf"] = "local"
+    kind: Literal["local", "threads", "dask", "slurm", "pbs", "sge", "lsf"] = Field(
+        default="local",
+        description="local: a local Dask cluster; threads: a thread pool; dask: a running "
+        "scheduler; slurm, pbs, sge, lsf: batch jobs submitted by dask-jobqueue",
+    )
     scheduler_address: str | None = Field(
         default=None,
         description="kind 'dask': the address of a running Dask scheduler (tcp://host:8786), "
         "whose workers (started by hand, by compose or by a batch system) run the jobs",
     )
-    n_workers: PositiveInt = 2
-    threads_per_worker: PositiveInt = 1
-    memory_per_worker: str = "4GiB"
+    n_workers: PositiveInt = Field(
+        default=2, description="Dask workers (local processes, or fixed batch jobs)"
+    )
+    threads_per_worker: PositiveInt = Field(default=1, description="jobs a worker runs at once")
+    memory_per_worker: str = Field(
+        default="4GiB",
+        description="a worker's memory; PySCF's max_memory per job is 80% of its share",
+    )
     host: str = Field(default="127.0.0.1", description="address the Dask scheduler listens on")
     dashboard_address: str | None = Field(default="127.0.0.1:0", description="None: no dashboard")
     # batch-scheduler options (dask-jobqueue), ignored for local/threads
-    queue: str | None = None
-    account: str | None = None
-    walltime: str = "01:00:00"
-    job_extra_directives: list[str] = []
-    job_script_prologue: list[str] = []
+    queue: str | None = Field(default=None, description="batch schedulers: the queue or partition")
+    account: str | None = Field(
+        default=None, description="batch schedulers: the account (LSF and SGE: the project, -P)"
+    )
+    walltime: str = Field(
+        default="01:00:00", description="batch schedulers: a worker job's walltime"
+    )
+    job_extra_directives: list[str] = Field(
+        default=[], description="batch schedulers: extra lines of the job script's header"
+    )
+    job_script_prologue: list[str] = Field(
+        default=[],
+        description="batch schedulers: commands run before the worker starts (module load, "
+        "source a venv)",
+    )
     python: str | None = Field(
         default=None,
         description="batch schedulers: the command that runs a worker's Python (default: this "
         "interpreter), e.g. 'apptainer exec --bind /scratch eelt.sif python'",
     )
-    gpus_per_worker: Annotated[int, Field(ge=0)] = 0
+    gpus_per_worker: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="GPUs a worker job asks its scheduler for"
+    )
     jobs_per_gpu: PositiveInt = Field(
         default=1,
         description="DFT jobs that share one GPU at once: a worker advertises gpus_per_worker x "
@@ -510,7 +680,9 @@ class ExecutionConfig(Section):
         description="batch schedulers: with max_jobs, Dask scales the worker jobs adaptively "
         "between the two (instead of n_workers fixed jobs)",
     )
-    max_jobs: PositiveInt | None = None
+    max_jobs: PositiveInt | None = Field(
+        default=None, description="batch schedulers: the upper bound of adaptive scaling"
+    )
     threads_per_job: PositiveInt = Field(
         default=1,
         description="OpenMP/BLAS threads of each DFT job; a batch worker requests "
@@ -538,15 +710,28 @@ class LoopConfig(Section):
     spends a budget ends ``budget_exhausted``; raising the budget and running again resumes it.
     """
 
-    max_iterations: PositiveInt = 10
-    max_labels: PositiveInt | None = None
-    max_dft_core_hours: PositiveFloat | None = None
+    max_iterations: PositiveInt = Field(
+        default=10,
+        description="the run ends, in state max_iterations, after this many iterations "
+        "(streaming: generations)",
+    )
+    max_labels: PositiveInt | None = Field(
+        default=None,
+        description="label budget of the run (initial labels and test frames included)",
+    )
+    max_dft_core_hours: PositiveFloat | None = Field(
+        default=None, description="DFT core-hour budget of the run (job wall time x threads)"
+    )
     stall_iterations: PositiveInt | None = Field(
         default=None,
         description="the run ends 'stalled' when the new ensemble's test force RMSE improved by "
         "no more than stall_min_improvement (a fraction) over this many iterations; None: off",
     )
-    stall_min_improvement: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    stall_min_improvement: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.05,
+        description="the smallest improvement of the test force RMSE (a fraction) that is not a "
+        "stall; see stall_iterations",
+    )
     mode: Literal["synchronous", "streaming"] = Field(
         default="synchronous",
         description="synchronous: one iteration after another (explore, examine, label, train); "
@@ -576,15 +761,23 @@ STAGE_BUDGETS = ("max_labels", "max_dft_core_hours")
 
 
 class RunConfig(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    system: SystemConfig
-    init: InitConfig = InitConfig()
-    explore: ExploreConfig
-    examine: ExamineConfig = ExamineConfig()
-    label: LabelConfig
-    train: TrainConfig = TrainConfig()
-    execution: ExecutionConfig = ExecutionConfig()
-    loop: LoopConfig = LoopConfig()
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$", description="the run's name: runs/NAME and the flow run's"
+    )
+    system: SystemConfig = Field(description="the start structures and the type map")
+    init: InitConfig = Field(default=InitConfig(), description="the initial data")
+    explore: ExploreConfig = Field(description="what the walkers do")
+    examine: ExamineConfig = Field(
+        default=ExamineConfig(), description="trust levels, selection, test frames, convergence"
+    )
+    label: LabelConfig = Field(description="the labeler (kind: pyscf, xtb or emt)")
+    train: TrainConfig = Field(default=TrainConfig(), description="the ensemble's training")
+    execution: ExecutionConfig = Field(
+        default=ExecutionConfig(), description="where jobs run (may change on resume)"
+    )
+    loop: LoopConfig = Field(
+        default=LoopConfig(), description="when the run stops; the schedule (may change on resume)"
+    )
 
     @model_validator(mode="after")
     def _stage_levels(self) -> RunConfig:
