@@ -31,6 +31,19 @@ def test_fit_recovers_known_power_law(power_law):
     assert cal.predicted_error(cal.crossing_eV_per_A) == pytest.approx(0.1, rel=1e-9)
 
 
+@pytest.mark.parametrize("target", [0.02, 0.1, 0.5])
+def test_numbers_match_scipy_and_numpy_computed_here(power_law, target):
+    devi, err = power_law
+    devi = np.concatenate([devi, [0.0, np.nan, 0.2]])
+    err = np.concatenate([err, [0.1, 0.1, -1.0]])
+    cal = calibrate(devi, err, target)
+    assert_same_calibration(cal.to_dict(), independent_calibration(devi, err, target))
+    # on the fitted line at the crossing, the error is the target
+    assert cal.intercept + cal.slope * math.log10(cal.crossing_eV_per_A) == pytest.approx(
+        math.log10(target), abs=1e-12
+    )
+
+
 def test_no_target_no_crossing(power_law):
     cal = calibrate(*power_law)
     assert cal.target_force_error_eV_per_A is None and cal.crossing_eV_per_A is None
@@ -133,10 +146,77 @@ def test_trust_levels_need_a_crossing():
         calibrated_trust_levels(None, (0.01, 0.1), 3.0)
 
 
-def _assert_png(path, min_bytes=5000):
-    data = path.read_bytes()
-    assert data[:8] == PNG_MAGIC and len(data) > min_bytes
+def independent_calibration(devi, err, target=None) -> dict:
+    """The calibration's numbers computed here, straight from scipy and numpy: Spearman of the
+    pairs with both values finite and > 0, least squares of log10(error) on log10(deviation),
+    and the deviation where that line reaches ``target`` (eV/A)."""
+    from scipy.stats import spearmanr
+
+    devi, err = np.asarray(devi, dtype=float), np.asarray(err, dtype=float)
+    keep = np.isfinite(devi) & np.isfinite(err) & (devi > 0) & (err > 0)
+    d, e = devi[keep], err[keep]
+    out = {"n_frames": int(keep.sum()), "spearman": None, "slope": None, "intercept": None}
+    out["crossing_eV_per_A"] = None
+    if d.size < 3 or np.ptp(d) == 0:
+        return out
+    if np.ptp(e) > 0:
+        out["spearman"] = float(spearmanr(d, e).statistic)
+    slope, intercept = np.polyfit(np.log10(d), np.log10(e), 1)
+    out["slope"], out["intercept"] = float(slope), float(intercept)
+    if target is not None and slope > 0:
+        out["crossing_eV_per_A"] = float(10.0 ** ((np.log10(target) - intercept) / slope))
+    return out
+
+
+def assert_same_calibration(recorded: dict, expected: dict) -> None:
+    assert recorded["n_frames"] == expected["n_frames"]
+    for key in ("spearman", "slope", "intercept", "crossing_eV_per_A"):
+        if expected[key] is None:
+            assert recorded[key] is None, key
+        else:
+            assert recorded[key] == pytest.approx(expected[key], rel=1e-9, abs=1e-12), key
+
+
+def assert_calibration_record(record: dict) -> None:
+    """A calibration.json's numbers against the ones computed here from the frames it lists."""
+    devi = [f["max_devi_f"] for f in record["frames"]]
+    err = [f["max_force_error_eV_per_A"] for f in record["frames"]]
+    cal = record["calibration"]
+    expected = independent_calibration(devi, err, cal["target_force_error_eV_per_A"])
+    assert_same_calibration(cal, expected)
+
+
+def colour_pixels(image: np.ndarray, colour: str) -> int:
+    """Pixels of an RGB(A) image (0..1) that show ``colour`` opaque or at the scatter's alpha
+    0.75 over white, within 3/255."""
+    from matplotlib.colors import to_rgb
+
+    rgb = np.round(image[..., :3] * 255.0)
+    pure = 255.0 * np.array(to_rgb(colour))
+    n = 0
+    for shade in (pure, 0.75 * pure + 0.25 * 255.0):
+        n += int((np.abs(rgb - shade).max(axis=-1) <= 3).sum())
+    return n
+
+
+def assert_calibration_figure(path, shown=(), not_shown=()) -> np.ndarray:
+    """The PNG reads back as the 600 x 550 px figure, not blank; each colour of ``shown``
+    covers at least 5 pixels (one marker and its legend entry: 14-26), none of ``not_shown``
+    any. Returns the image."""
+    from matplotlib.image import imread
+
+    assert path.read_bytes()[:8] == PNG_MAGIC
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+    image = imread(path)
+    assert image.shape[:2] == (550, 600) and image.shape[2] in (3, 4)
+    rgb = np.round(image[..., :3] * 255.0).astype(int)
+    assert len(np.unique(rgb.reshape(-1, 3), axis=0)) > 50  # text, lines, markers: not blank
+    assert (rgb < 250).any(axis=-1).mean() > 0.01
+    for colour in shown:
+        assert colour_pixels(image, colour) >= 5, colour
+    for colour in not_shown:
+        assert colour_pixels(image, colour) == 0, colour
+    return image
 
 
 def test_calibration_plot_with_fit(tmp_path, power_law):
@@ -148,22 +228,31 @@ def test_calibration_plot_with_fit(tmp_path, power_law):
     cal = calibrate(devi, err, 0.1)
     path = calibration_plot(devi, err, kinds, 0.05, 0.15, tmp_path / "ex" / "cal.png", cal, "it 3")
     assert path == tmp_path / "ex" / "cal.png"
-    _assert_png(path)
+    # candidates orange, test frames blue, the trust levels green and red, the target line and
+    # its crossing purple
+    colours = ("tab:orange", "tab:blue", "tab:green", "tab:red", "tab:purple")
+    assert_calibration_figure(path, shown=colours)
 
 
 def test_calibration_plot_without_calibration(tmp_path, power_law):
     devi, err = power_law
     path = calibration_plot(devi, err, ["test"] * devi.size, 0.05, 0.15, tmp_path / "cal.png")
-    _assert_png(path)
+    # no candidates, no target: no orange, no purple
+    assert_calibration_figure(
+        path, shown=("tab:blue", "tab:green", "tab:red"), not_shown=("tab:orange", "tab:purple")
+    )
 
 
 def test_calibration_plot_zero_points(tmp_path):
     path = calibration_plot([], [], [], 0.05, 0.15, tmp_path / "empty.png")
-    _assert_png(path, min_bytes=1000)
-    # all points left out, with a calibration that has no fit
+    no_points = ("tab:orange", "tab:blue", "tab:purple")
+    assert_calibration_figure(path, shown=("tab:green", "tab:red"), not_shown=no_points)
+    # all points left out, with a calibration that has no fit (the target line is drawn)
     cal = calibrate([0.0, np.nan], [0.1, 0.1], 0.1)
     path = calibration_plot([0.0, np.nan], [0.1, 0.1], ["a", "b"], 0.05, 0.15, path, cal)
-    _assert_png(path, min_bytes=1000)
+    assert_calibration_figure(
+        path, shown=("tab:green", "tab:red", "tab:purple"), not_shown=("tab:orange", "tab:blue")
+    )
 
 
 def test_calibration_plot_validates_kinds(tmp_path):

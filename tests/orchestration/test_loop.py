@@ -216,7 +216,13 @@ def test_calibration_of_each_iteration_matches_the_exploring_ensemble(finished_r
         pred.max_devi_f.tolist(), rel=1e-5
     )
     assert cal["calibration"]["n_frames"] == len(frames)
-    assert (run.root / "iter-001/examine/calibration.png").read_bytes()[:4] == b"\x89PNG"
+    # Spearman and the log-log fit, recomputed here from those frames; the plot of them
+    from tests.examine.test_calibration import assert_calibration_figure, assert_calibration_record
+
+    assert_calibration_record(cal)
+    assert cal["calibration"]["slope"] is not None
+    png = run.root / "iter-001/examine/calibration.png"
+    assert_calibration_figure(png, shown=("tab:orange", "tab:blue", "tab:green", "tab:red"))
 
 
 def test_resume_draws_the_same_test_frames_and_labels_none_twice(tmp_path):
@@ -297,8 +303,18 @@ def test_stalled_test_error_ends_the_run(tmp_path):
 def test_test_error_target_converges_the_stage(tmp_path):
     run, state = run_tiny(tmp_path, examine={"target_force_error_eV_per_A": 100.0})
     assert state["status"] == "converged" and len(state["iterations"]) == 1
-    assert state["iterations"][0]["test_force_rmse_meV_per_A"] <= 1e5
     assert state["iterations"][0]["accurate_ratio"] < 0.99  # not the accurate ratio's doing
+    # the error the target was compared with is the new ensemble's on the held-out frames, in
+    # meV/A, and that ensemble beats predicting zero force (measured: 1747 vs 2109 meV/A here;
+    # 0.41-0.78 of the zero-force error over six other seeds)
+    from eelt.train.metrics import evaluate_rmse
+
+    rmse = state["iterations"][0]["test_force_rmse_meV_per_A"]
+    tests = ase.io.read(run.test_data_file(0), ":")
+    again = evaluate_rmse(Ensemble.load(run.root / "iter-000/train"), tests)
+    assert rmse == pytest.approx(again["force_rmse_meV_per_A"], rel=1e-9)
+    zero_force_rmse = 1e3 * np.sqrt(np.mean(np.concatenate([a.get_forces() for a in tests]) ** 2))
+    assert 0 < rmse < 0.95 * zero_force_rmse
 
 
 def test_calibrated_trust_levels_follow_the_previous_calibration(tmp_path):

@@ -285,6 +285,7 @@ def test_each_generation_calibrates_the_ensembles_that_explored_its_rounds(strea
 
     from eelt.model import Ensemble
     from eelt.train import predict_frames
+    from tests.examine.test_calibration import assert_calibration_figure, assert_calibration_record
 
     run, state, _ = streamed
     stream = run.root / "stream"
@@ -293,7 +294,14 @@ def test_each_generation_calibrates_the_ensembles_that_explored_its_rounds(strea
         g = row["generation"]
         folder = stream / "generations" / f"gen-{g:03d}"
         cal = json.loads((folder / "calibration.json").read_text())
-        assert (folder / "calibration.png").stat().st_size > 1000
+        assert_calibration_record(cal)  # Spearman and fit recomputed from its frames
+        kinds = {f["kind"] for f in cal["frames"]}
+        colours = {"candidate": "tab:orange", "test": "tab:blue"}
+        assert_calibration_figure(
+            folder / "calibration.png",
+            shown=[c for k, c in colours.items() if k in kinds],
+            not_shown=[c for k, c in colours.items() if k not in kinds],
+        )
         assert len(cal["frames"]) == row["n_labeled"] + row["n_test_labeled"]
         assert sorted({f["explored_by"] for f in cal["frames"]}) == cal["explored_by"]
         assert cal["explored_by"] == row["explored_by"] or not cal["frames"]
