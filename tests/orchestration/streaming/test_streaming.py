@@ -262,7 +262,9 @@ def test_failed_labels_above_the_limit_stop_the_run_and_a_higher_limit_goes_on(
         loop = RunContext(run, pool)
         init_label(loop)
         flag.touch()
-        with pytest.raises(EeltError, match=r"label: \d+ of \d+ labels failed in generation 1 ") as e:
+        with pytest.raises(
+            EeltError, match=r"label: \d+ of \d+ labels failed in generation 1 "
+        ) as e:
             run_loop(loop)
     assert "> label.max_failed_fraction 0.5" in str(e.value) and "\n" not in str(e.value)
     assert not (run.root / "stream/generations/gen-001/report.json").exists()
