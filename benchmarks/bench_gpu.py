@@ -606,9 +606,12 @@ def main() -> None:
     args.work_dir = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-gpu-"))
     args.work_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.cpu_threads)
+    import eelt
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     record(
         "env",
+        eelt=str(Path(eelt.__file__).parent),
         python=sys.version.split()[0],
         torch=torch.__version__,
         cuda=torch.version.cuda,
