@@ -27,7 +27,10 @@ included), in up to three ways (``--runs``):
 - "members": today's training, one job per member on 2 worker processes with one torch thread
   each (what the water example's local Dask cluster of 2 single-threaded workers does);
 - "stacked, 1 job": all members as one stack in one job (one thread);
-- "stacked, 2 jobs": ``train.stacks: auto`` on those 2 worker processes: two stacks of two.
+- "stacked, 2 jobs": ``train.stacks: auto`` on those 2 worker processes: two stacks of two;
+- "members, 1 thread" and "stacks of 1, 1 thread": one job per member (per-member trainer) or
+  per stack of one member (``train.stacks: 4``), run one after the other on one thread: the
+  cost of a member alone in each trainer.
 
 Worker processes are started and have imported torch and eelt before the clock starts, as the
 long-lived Dask workers of a run have. Prints wall s, CPU s of the whole process tree,
@@ -80,6 +83,8 @@ RUNS = {
     "members": ("members", "auto", 2, 1),
     "stacked, 1 job": ("stacked", 1, 0, 1),
     "stacked, 2 jobs": ("stacked", "auto", 2, 1),
+    "members, 1 thread": ("members", "auto", 0, 1),
+    "stacks of 1, 1 thread": ("stacked", 4, 0, 1),
 }
 
 
