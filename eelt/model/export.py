@@ -11,9 +11,10 @@ autograd's). ``get_type_map()`` and ``get_rcut()`` (Angstrom) travel in the file
 hyper-parameters as the archive's extra file ``hparams.json``.
 
 Why TorchScript: the exported module is the model's own code, scripted. It subclasses
-MemberStack and its forward only lays the pair list out densely, then calls
-``MemberStack.evaluate_frames``, the tensor-only core that training and MD run too (switched
-environment, embedding, descriptor, fitting, forces and virial by autograd). torch.export
+MemberStack and its forward only lays the pair list out densely and packs the nets
+(packing.layout_packings), then calls ``MemberStack.evaluate_frames``, the tensor-only core
+that training, MD and evaluation run too (switched environment, embedding, descriptor,
+fitting, forces and virial by autograd). torch.export
 (2.13) cannot hold that core: it does not trace ``torch.autograd.grad`` ("fake tensor in the
 exported program constant's list", pytorch/pytorch#125984), ``torch.func.grad`` traces but
 the program does not save ("Cannot access storage of TensorWrapper"), and the dense layout

@@ -1,12 +1,16 @@
 """K DeepPot-SE models of one architecture, weights stacked on a leading member axis.
 
-One DeepPot is a stack of one; an Ensemble is a stack of K. Both run this code, so an
-ensemble shares the batch, neighbor list and pair geometry and runs its nets as batched
-matmuls. Forces and virials come from one backward pass with respect to the pair vectors,
-which are a separate leaf per member (member k's energy depends only on copy k).
+One DeepPot is a stack of one; an Ensemble is a stack of K; members in training are a stack
+of K that each evaluate their own frames. All run this code: all members on the same frames
+(``evaluate``: an ensemble shares the batch, neighbor list and pair geometry) or each member
+on its own (``evaluate_members``, member_batch.MemberBatch), nets run as batched matmuls
+packed by size (packing.py). Forces and virials come from one backward pass with respect to
+the pair vectors, which are a separate leaf per member (member k's energy depends only on
+copy k).
 
 The arithmetic is ``MemberStack.evaluate_frames``: tensors in, tensors out, TorchScript-able,
-so the exported model (export.py) is this code scripted, not a copy of it.
+so the exported model (export.py) is this code scripted, not a copy of it, and a member is
+exported as the code that trained it.
 """
 
 from __future__ import annotations
