@@ -149,7 +149,7 @@ class ExportedDeepPot(MemberStack):
         nbr_mask[slot] = True
 
         pairs, centers = layout_packings(
-            type_counts, sel, n_types, 1, self.pack_widths, positions.device, None
+            type_counts, sel, n_types, 1, self.pack_costs, positions.device, None
         )
         out = self.evaluate_frames(
             positions,

@@ -9,25 +9,37 @@ of element t, net t * T + u), those of the fitting nets the centers (block t, ne
 
 The per-operation overhead, not the arithmetic, sets the time of a training step of small
 nets, so blocks of similar size run as one batched MLP ("group"), each padded to the largest
-of its group; the padding of a group is bounded (PACK_PAD_ELEMENTS), so large nets, whose
-time is arithmetic, do not pay for it. TorchScript-able: the exported model packs with this
-same code.
+of its group; the padding of a group is bounded by what its arithmetic costs
+(PACK_PAD_MACS), so large nets, whose time is arithmetic, do not pay for it.
+TorchScript-able: the exported model packs with this same code.
 """
 
 from typing import NamedTuple
 
 import torch
 
-# A block joins a group while the group's padding, over all members and the nets' widest
-# layer, stays within PACK_PAD_ELEMENTS (about what the per-operation overhead of running it
-# apart costs in arithmetic); all blocks form one group when the padded rows of all members
-# times the widest layer are at most PACK_SMALL_ELEMENTS, and on an accelerator, where a
-# kernel launch costs more than small arithmetic. Measured CPU ms per training step, 4 frames
-# of ethanol per member, the water example's nets, float32, one thread: one member 7.6 in
-# groups (here: one, padded 4x), 10.4 block by block, 11.8 with each block's rows sliced out;
-# four members 12.4 in groups, 16.1 as one group, 16.8 block by block, 19.2 sliced.
-PACK_PAD_ELEMENTS = 2**15
-PACK_SMALL_ELEMENTS = 2**16
+# Budgets in multiply-adds per layer of the nets' forward pass (float32; float64 counts
+# double), over all members: what padding costs against what it saves, the overhead of one
+# operation per layer of each group avoided. A block joins a group while the group's padding
+# stays within PACK_PAD_MACS; all blocks form one group when the padded rows cost at most
+# PACK_SMALL_MACS, and on an accelerator, where a kernel launch costs more than small
+# arithmetic. Measured CPU ms per training step, 4 frames of ethanol per member, the water
+# example's nets, float32, one thread: one member 7.6 in groups (here: one, padded 4x), 10.4
+# block by block, 11.8 with each block's rows sliced out; four members 12.4 in groups, 16.1
+# as one group, 16.8 block by block, 19.2 sliced. Large nets pad little: an ensemble of 4
+# default nets (se_e2_a 25-50-100, fitting 240-240-240) on ethanol in float64 took 33 ms per
+# MD step with budgets counted in the widest layer instead (padded rows 2.4x the real ones),
+# 24 block by block, 21 with these.
+PACK_PAD_MACS = 2**18
+PACK_SMALL_MACS = 2**19
+
+
+def row_cost(widths: list[int], dtype: torch.dtype) -> int:
+    """Multiply-adds per row and layer of an MLP of ``widths`` (input first), float32-equivalent."""
+    macs = 0
+    for n_in, n_out in zip(widths[:-1], widths[1:], strict=True):
+        macs += n_in * n_out
+    return max(1, macs // (len(widths) - 1)) * (2 if dtype == torch.float64 else 1)
 
 
 class Packing(NamedTuple):
@@ -110,14 +122,14 @@ def layout_packings(
     sel: list[int],
     n_types: int,
     n_members: int,
-    widths: tuple[int, int],
+    costs: tuple[int, int],
     device: torch.device,
     packed: bool | None,
 ) -> tuple[Packing, Packing]:
     """How the embedding nets (rows: the N * sum(sel) slots of one member) and the fitting nets
     (rows: its N centers) run on a layout with ``type_counts`` centers and ``sel`` slots per
-    element, for a model of ``n_types`` elements; ``widths``: the widest layer of each net.
-    ``packed``: see :func:`block_groups`."""
+    element, for ``n_members`` members of a model of ``n_types`` elements; ``costs``: the
+    row_cost of each. ``packed``: see :func:`block_groups`."""
     n_slots = 0
     for n_sel in sel:
         n_slots += n_sel
@@ -147,8 +159,8 @@ def layout_packings(
         pair_nets.append(0)
         pair_rows.append(torch.zeros(0, dtype=torch.long))
     return (
-        _packing_of(pair_nets, pair_rows, n_atoms * n_slots, widths[0], n_members, device, packed),
-        _packing_of(center_nets, center_rows, n_atoms, widths[1], n_members, device, packed),
+        _packing_of(pair_nets, pair_rows, n_atoms * n_slots, costs[0], n_members, device, packed),
+        _packing_of(center_nets, center_rows, n_atoms, costs[1], n_members, device, packed),
     )
 
 
@@ -156,18 +168,18 @@ def _packing_of(
     nets: list[int],
     rows: list[torch.Tensor],
     n_rows: int,
-    width: int,
+    cost: int,
     n_members: int,
     device: torch.device,
     packed: bool | None,
-    small_elements: int = PACK_SMALL_ELEMENTS,
-    pad_elements: int = PACK_PAD_ELEMENTS,
+    small_macs: int = PACK_SMALL_MACS,
+    pad_macs: int = PACK_PAD_MACS,
 ) -> Packing:
-    """pack_blocks within the bounds PACK_SMALL_ELEMENTS and PACK_PAD_ELEMENTS (arguments for
-    TorchScript) for nets whose widest layer is ``width``, run for ``n_members`` members."""
+    """pack_blocks within the budgets PACK_SMALL_MACS and PACK_PAD_MACS (arguments for
+    TorchScript) for nets of row_cost ``cost``, run for ``n_members`` members."""
     most = 0
     for r in rows:
         most = max(most, int(r.shape[0]))
-    small = device.type != "cpu" or n_members * most * len(rows) * width <= small_elements
-    pad_rows = pad_elements // (n_members * width)
+    small = device.type != "cpu" or n_members * most * len(rows) * cost <= small_macs
+    pad_rows = pad_macs // (n_members * cost)
     return pack_blocks(nets, rows, n_rows, pad_rows, small, packed, device)

@@ -27,7 +27,7 @@ from eelt.model.descriptor import se_e2_a
 from eelt.model.member_batch import MemberBatch
 from eelt.model.neighbors import Batch
 from eelt.model.networks import StackedMLP, member_rows, run_blocks
-from eelt.model.packing import Packing, layout_packings
+from eelt.model.packing import Packing, layout_packings, row_cost
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
 STAT_NAMES = ("s_mean", "s_std", "s_rms", "a_std", "n_norm")
@@ -111,8 +111,11 @@ class MemberStack(nn.Module):
             StackedMLP([n_descriptor, *fitting_widths], n_members, True, dtype, generator)
             for _ in range(n_types)
         )
-        # the widest layer (input included) of the embedding and of the fitting nets
-        self.pack_widths = (max(1, *embedding_widths), max(n_descriptor, *fitting_widths))
+        # what a row of the embedding and of the fitting nets costs (packing.row_cost)
+        self.pack_costs = (
+            row_cost([1, *embedding_widths], dtype),
+            row_cost([n_descriptor, *fitting_widths, 1], dtype),
+        )
         shape = (n_members, n_types)
         self.register_buffer("s_mean", torch.zeros(shape, dtype=dtype))
         self.register_buffer("s_std", torch.ones(shape, dtype=dtype))
@@ -232,7 +235,7 @@ class MemberStack(nn.Module):
             tuple(sel),
             len(self.type_map),
             stop - start,
-            self.pack_widths,
+            self.pack_costs,
             positions.device,
             packed,
         )
@@ -405,12 +408,12 @@ def packings(
     sel: tuple[int, ...],
     n_types: int,
     n_members: int,
-    widths: tuple[int, int],
+    costs: tuple[int, int],
     device: torch.device,
     packed: bool | None,
 ) -> tuple[Packing, Packing]:
     """packing.layout_packings, kept for the layouts seen last (a training sees few)."""
-    return layout_packings(list(type_counts), list(sel), n_types, n_members, widths, device, packed)
+    return layout_packings(list(type_counts), list(sel), n_types, n_members, costs, device, packed)
 
 
 def stack_arguments(members: Sequence) -> dict:

@@ -7,7 +7,7 @@ from ase.build import bulk, molecule
 
 from eelt.model import DeepPot, build_graph, collate
 from eelt.model.member_batch import collate_members
-from eelt.model.packing import PACK_PAD_ELEMENTS, layout_packings
+from eelt.model.packing import PACK_PAD_MACS, layout_packings, row_cost
 from eelt.model.stack import stack_members
 
 TYPE_MAP = ["H", "C", "O", "Cu"]
@@ -93,23 +93,33 @@ def test_batch_without_the_last_elements_of_the_type_map(members, methanol):
 
 
 def test_blocks_group_by_size():
-    """Blocks of similar size share a group; a group pads at most PACK_PAD_ELEMENTS."""
-    members, widths, cpu = 4, (32, 256), torch.device("cpu")
-    pairs, centers = layout_packings([24, 8, 4], [6, 2, 1], 3, members, widths, cpu, None)
+    """Blocks of similar size share a group; a group pads at most PACK_PAD_MACS of arithmetic."""
+    members, cpu = 4, torch.device("cpu")
+    costs = (row_cost([1, 16, 32], torch.float32), row_cost([256, 64, 64, 64, 1], torch.float32))
+    assert costs == ((16 + 16 * 32) // 2, (256 * 64 + 2 * 64 * 64 + 64) // 4)
+    pairs, centers = layout_packings([24, 8, 4], [6, 2, 1], 3, members, costs, cpu, None)
     sizes = sorted(n * s for n in (24, 8, 4) for s in (6, 2, 1))
     assert sorted(n for nets in pairs.nets for n in nets) == list(range(9))
     assert 1 < len(pairs.nets) < 9
+    placed = sorted(sizes, reverse=True)
     for nets, rows in zip(pairs.nets, pairs.rows, strict=True):
-        padding = len(nets) * rows - sum(sorted(sizes, reverse=True)[: len(nets)])
-        assert padding * members * widths[0] <= PACK_PAD_ELEMENTS or len(nets) == 1
-    assert [len(nets) for nets in centers.nets] == [2, 1]  # 24 and 8 together; 4 alone
-    one, _ = layout_packings([24, 8, 4], [6, 2, 1], 3, members, widths, cpu, True)
+        group, placed = placed[: len(nets)], placed[len(nets) :]
+        assert rows == group[0]
+        padding = len(nets) * rows - sum(group)
+        assert padding * members * costs[0] <= PACK_PAD_MACS or len(nets) == 1
+    # fitting rows cost 23x embedding rows: 24 centers alone, 8 and 4 together (4 padded rows)
+    assert centers.nets == [[0], [1, 2]] and centers.rows == [24, 8]
+    one, _ = layout_packings([24, 8, 4], [6, 2, 1], 3, members, costs, cpu, True)
     assert len(one.nets) == 1 and one.rows[0] == 144
     small, _ = layout_packings([24, 8, 4], [6, 2, 1], 3, 1, (8, 8), cpu, None)
     assert len(small.nets) == 1  # little arithmetic: one group whatever the padding
     # every slot's result comes back to it: gather then scatter is the identity
     order = one.gather[one.scatter]
     assert torch.equal(order, torch.arange(sum((24, 8, 4)) * sum((6, 2, 1))))
+    # float64 arithmetic counts double: smaller groups
+    costs64 = tuple(2 * c for c in costs)
+    pairs64, _ = layout_packings([24, 8, 4], [6, 2, 1], 3, members, costs64, cpu, None)
+    assert len(pairs64.nets) > len(pairs.nets)
 
 
 def test_nets_of_the_model_elements_in_the_packing():
