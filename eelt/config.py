@@ -591,15 +591,11 @@ class TrainConfig(Section):
     warm_steps: PositiveInt = 2000
     warm_start_lr: PositiveFloat = 1e-3
     seed: int = 0
-    mode: Literal["stacked", "members"] = Field(
-        default="stacked",
-        description="'stacked': the members train together as one stacked model (one "
-        "forward, backward and optimizer step for all; each member keeps its seed, data "
-        "order, validation errors and checkpoint); 'members': one job per member",
-    )
     stacks: PositiveInt | Literal["auto"] = Field(
         default="auto",
-        description="stacked mode: the members split into this many stacks, one job each; "
+        description="the members train together as stacks (one forward, backward and "
+        "optimizer step for all members of a stack; each keeps its seed, data order, "
+        "validation errors and checkpoint), split into this many stacks, one job each; "
         "'auto': one per worker thread of a Dask cluster (at most one per member), one on a "
         "thread pool. One stack trains all members on one device (a GPU worker)",
     )
@@ -615,6 +611,14 @@ class TrainConfig(Section):
         "where it is to stop_lr over this fraction of its steps (or warm_steps), then it stops; "
         "0: it stops at once",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, data: object) -> object:
+        # not a ValueError: pydantic would prefix it with the section; one line as it stands
+        if isinstance(data, dict) and "mode" in data:
+            raise EeltError("train.mode was removed: members always train as stacks (train.stacks)")
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -1,5 +1,6 @@
 """DeepPot-SE (se_e2_a) models in PyTorch: one model, an ensemble evaluated together, and
-the ensemble as an ASE calculator."""
+the ensemble as an ASE calculator; the first family of the model-family contract
+(eelt.model.family)."""
 
 from eelt.model.calculator import EnsembleCalculator
 from eelt.model.deeppot import DeepPot

@@ -4,15 +4,47 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from ase import Atoms
 
 from eelt.atomic import atomic_write
-from eelt.model.neighbors import Batch, build_graph
+from eelt.model.neighbors import Batch, build_graph, collate
 from eelt.model.stack import PRECISIONS, STAT_NAMES, MemberStack
 from eelt.model.statistics import energy_shift, environment_statistics
+
+# hyper-parameters that members evaluated or trained together must share
+ARCHITECTURE = ("type_map", "rcut_A", "rcut_smth_A", "embedding_widths", "axis_neuron")
+ARCHITECTURE += ("fitting_widths", "precision")
+CHECKPOINT = re.compile(r"model-(\d+)\.pt")
+
+
+def checkpoint_paths(directory: str | os.PathLike) -> list[Path]:
+    """``directory/model-<k>.pt`` in order of k; FileNotFoundError when there is none."""
+    found = []
+    for path in Path(directory).glob("model-*.pt"):
+        match = CHECKPOINT.fullmatch(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    if not found:
+        raise FileNotFoundError(f"no model-<k>.pt checkpoints in {directory}")
+    return [path for _, path in sorted(found)]
+
+
+def check_same_architecture(members: Sequence[DeepPot]) -> None:
+    """ValueError naming the first member whose architecture differs from member 0's."""
+    first = members[0].hparams
+    for k, member in enumerate(members[1:], start=1):
+        for name in ARCHITECTURE:
+            if member.hparams[name] != first[name]:
+                raise ValueError(
+                    f"ensemble member {k} has {name}={member.hparams[name]}, "
+                    f"member 0 has {first[name]}"
+                )
 
 
 class DeepPot(MemberStack):
@@ -53,6 +85,39 @@ class DeepPot(MemberStack):
             "seed": int(seed),
         }
 
+    @classmethod
+    def from_config(
+        cls, section: Any, type_map: Sequence[str], seed: int = 0, precision: str | None = None
+    ) -> DeepPot:
+        """A new model from the config's model section (eelt.config.ModelConfig: rcut_A,
+        rcut_smth_A, embedding_widths, axis_neuron, fitting_widths, precision), its weights
+        drawn from ``seed``; ``precision`` overrides the section's (training precision)."""
+        return cls(
+            list(type_map),
+            rcut_A=section.rcut_A,
+            rcut_smth_A=section.rcut_smth_A,
+            embedding_widths=tuple(section.embedding_widths),
+            axis_neuron=section.axis_neuron,
+            fitting_widths=tuple(section.fitting_widths),
+            precision=section.precision if precision is None else precision,
+            seed=seed,
+        )
+
+    @classmethod
+    def warm_start(
+        cls, path: str | os.PathLike, type_map: Sequence[str], precision: str
+    ) -> DeepPot:
+        """A previous ensemble's member to train on from: checkpoint ``path`` in ``precision``;
+        FileNotFoundError when it is missing, ValueError when its type_map is not ``type_map``."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"init_from checkpoint {path} does not exist")
+        model = cls.load(path).with_precision(precision)
+        if list(model.type_map) != list(type_map):
+            raise ValueError(
+                f"init_from {path} has type_map {list(model.type_map)}, expected {list(type_map)}"
+            )
+        return model
+
     def set_statistics(self, frames: list[Atoms]) -> None:
         """Environment statistics per element and, if the frames have energies, the energy shift."""
         if not frames:
@@ -82,6 +147,15 @@ class DeepPot(MemberStack):
         """energy (F,) eV, atom_energy (N,), forces (N, 3) eV/A, virial (F, 3, 3) eV."""
         out = self.evaluate(batch, forces=forces, virial=virial, create_graph=create_graph)
         return {key: value[0] for key, value in out.items()}
+
+    def predict(self, frames: Sequence[Atoms], virial: bool = False) -> dict[str, torch.Tensor]:
+        """energy (F,) eV, forces (N, 3) eV/A of the frames' atoms in order and, with
+        ``virial``, virial (F, 3, 3) eV (zero for frames without a cell); detached."""
+        graphs = [build_graph(atoms, self.type_map, self.rcut_A) for atoms in frames]
+        batch = collate(graphs, self.dtype, self.device)
+        with torch.no_grad():
+            out = self(batch, forces=True, virial=virial)
+        return {key: value for key, value in out.items() if key != "atom_energy"}
 
     def save(self, path: str | os.PathLike) -> None:
         """Write hparams (JSON) and state_dict (CPU tensors), loadable with weights_only=True."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from eelt.model.networks import residual_mlp
+from eelt.model.networks import run_blocks
+from eelt.model.packing import Packing
 
 
 def smooth_switch(r_A: torch.Tensor, rcut_smth_A: float, rcut_A: float) -> torch.Tensor:
@@ -31,63 +32,38 @@ def environment(
 
 def se_e2_a(
     r: torch.Tensor,
-    type_counts: list[int],
-    sel: list[int],
+    center_types: torch.Tensor,
     embedding: list[tuple[list[torch.Tensor], list[torch.Tensor]]],
+    pairs: Packing,
     stats: dict[str, torch.Tensor],
     rcut_smth_A: float,
     rcut_A: float,
     axis_neuron: int,
-) -> list[tuple[int, torch.Tensor]]:
-    """Dense pair vectors r (K, N * sum(sel), 3) -> [(element t, descriptors (K, n_t, D))].
+) -> torch.Tensor:
+    """Dense pair vectors r (K, N * S, 3) -> descriptors (K, N, D), D = width * axis_neuron.
 
-    Centers come sorted by type, ``type_counts[t]`` of type t, each with ``sel[u]`` slots
-    for neighbors of type u (see neighbors.Batch); padding slots must lie beyond rcut_A.
+    Rows of r: each center's S slots (see neighbors.Batch), centers sorted by element,
+    ``center_types`` (N,) their elements; padding slots must lie beyond rcut_A.
     ``embedding[t * n_types + u]`` holds the (weights, biases) of the (t, u) embedding net
-    for the K members; ``stats`` holds (K, n_types) tensors s_mean, s_std, s_rms, a_std and
-    n_norm. TorchScript-able: the exported model runs this same function.
+    for the K members, run on the slots as ``pairs`` packs them (packing.layout_packings);
+    ``stats`` holds (K, n_types) tensors s_mean, s_std, s_rms, a_std and n_norm.
+    TorchScript-able: the exported model runs this same function.
     """
-    n_members, n_atoms, n_slots = r.shape[0], sum(type_counts), sum(sel)
-    n_types = stats["s_mean"].shape[1]
+    n_members, n_atoms = r.shape[0], center_types.shape[0]
+    n_slots = r.shape[1] // max(n_atoms, 1)
     width = embedding[0][0][-1].shape[-1]
     s, env = environment(r, rcut_smth_A, rcut_A)
-    s = s.view(n_members, n_atoms, n_slots)
-    env = env.view(n_members, n_atoms, n_slots, 4)
-    out: list[tuple[int, torch.Tensor]] = []
-    start = 0
-    for center_type, n_centers in enumerate(type_counts):
-        if n_centers == 0:
-            continue
-        stop = start + n_centers
-        mean = stats["s_mean"][:, center_type, None, None]
-        s_std = stats["s_std"][:, center_type, None, None]
-        t: torch.Tensor | None = None
-        first = 0
-        for neighbor_type, n_sel in enumerate(sel):
-            if n_sel == 0:
-                continue
-            last = first + n_sel
-            x = ((s[:, start:stop, first:last] - mean) / s_std).reshape(n_members, -1, 1)
-            weights, biases = embedding[center_type * n_types + neighbor_type]
-            g = residual_mlp(x, weights, biases, False).view(n_members * n_centers, n_sel, width)
-            rows = env[:, start:stop, first:last].reshape(n_members * n_centers, n_sel, 4)
-            part = torch.bmm(rows.transpose(1, 2), g)
-            if t is None:
-                t = part
-            else:
-                t = t + part
-            first = last
-        if t is None:  # no neighbors anywhere in the batch
-            t = r.new_zeros(n_members * n_centers, 4, width)
-        a_std = stats["a_std"][:, center_type, None]
-        # R~ rows scaled by their RMS (no mean removed), so entries are O(1): a std would blow
-        # the radial column up (s varies little around its mean) and saturate the fitting net
-        s_rms = stats["s_rms"][:, center_type, None]
-        scale = torch.cat([s_rms, a_std.expand(-1, 3)], dim=1)  # (K, 4)
-        scale = scale * stats["n_norm"][:, center_type, None]
-        t = t.view(n_members, n_centers, 4, width) / scale[:, None, :, None]
-        t = t.view(n_members * n_centers, 4, width)
-        d = torch.bmm(t.transpose(1, 2), t[:, :, :axis_neuron])
-        out.append((center_type, d.view(n_members, n_centers, width * axis_neuron)))
-        start = stop
-    return out
+    mean = stats["s_mean"][:, center_types].unsqueeze(-1)
+    std = stats["s_std"][:, center_types].unsqueeze(-1)
+    x = (s.view(n_members, n_atoms, n_slots) - mean) / std
+    g = run_blocks(embedding, False, pairs, x.view(n_members, n_atoms * n_slots, 1))
+    rows = env.view(n_members * n_atoms, n_slots, 4).transpose(1, 2)
+    t = torch.bmm(rows, g.view(n_members * n_atoms, n_slots, width))
+    # R~ rows scaled by their RMS (no mean removed), so entries are O(1): a std would blow the
+    # radial column up (s varies little around its mean) and saturate the fitting net
+    s_rms = stats["s_rms"][:, center_types].unsqueeze(-1)
+    a_std = stats["a_std"][:, center_types].unsqueeze(-1).expand(-1, -1, 3)
+    scale = torch.cat([s_rms, a_std], 2) * stats["n_norm"][:, center_types].unsqueeze(-1)
+    t = (t.view(n_members, n_atoms, 4, width) / scale.unsqueeze(-1)).view(-1, 4, width)
+    d = torch.bmm(t.transpose(1, 2), t[:, :, :axis_neuron])
+    return d.view(n_members, n_atoms, width * axis_neuron)

@@ -1,6 +1,8 @@
-"""Ensemble spread of forces (DeePMD's model_devi definitions)."""
+"""Ensemble spread of forces and energies (DeePMD's model_devi definitions)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -35,3 +37,30 @@ def relative_max_devi_f(forces_std: np.ndarray, forces: np.ndarray, eps_eV_per_A
     if std.size == 0:
         return 0.0
     return float(np.max(std / (np.linalg.norm(f, axis=-1) + eps)))
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """The members' spread on one frame (DeePMD's model_devi definitions)."""
+
+    forces_std_eV_per_A: np.ndarray  # (N,) per atom, force_deviation
+    max_devi_f_eV_per_A: float  # max over atoms
+    avg_devi_f_eV_per_A: float  # mean over atoms
+    max_devi_f_rel: float  # relative_max_devi_f: max over atoms of std / (|<F>| + eps)
+    devi_e_eV_per_atom: float  # std over members of the energy per atom
+
+
+def frame_deviation(energies_eV: np.ndarray, forces: np.ndarray, eps_eV_per_A: float) -> Deviation:
+    """The Deviation of one frame from the members' energies (K,) eV and forces (K, N, 3)
+    eV/A; ``eps_eV_per_A`` as in relative_max_devi_f. Zero deviations for no atoms."""
+    energies = np.asarray(energies_eV, dtype=float)
+    forces = np.asarray(forces, dtype=float)
+    std = force_deviation(forces)
+    n_atoms = forces.shape[1]
+    return Deviation(
+        forces_std_eV_per_A=std,
+        max_devi_f_eV_per_A=float(std.max()) if n_atoms else 0.0,
+        avg_devi_f_eV_per_A=float(std.mean()) if n_atoms else 0.0,
+        max_devi_f_rel=relative_max_devi_f(std, forces.mean(0), eps_eV_per_A),
+        devi_e_eV_per_atom=float((energies / max(n_atoms, 1)).std()),
+    )

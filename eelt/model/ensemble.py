@@ -3,47 +3,23 @@
 from __future__ import annotations
 
 import os
-import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from ase import Atoms
 
-from eelt.model.deeppot import DeepPot
-from eelt.model.neighbors import Batch
+from eelt.model.deeppot import DeepPot, check_same_architecture, checkpoint_paths
+from eelt.model.deviation import Deviation, frame_deviation
+from eelt.model.export import export_members
+from eelt.model.neighbors import Batch, build_graph, collate
 from eelt.model.stack import MemberStack, stack_arguments, stacked_state
 
-ARCHITECTURE = ("type_map", "rcut_A", "rcut_smth_A", "embedding_widths", "axis_neuron")
-ARCHITECTURE += ("fitting_widths", "precision")
-CHECKPOINT = re.compile(r"model-(\d+)\.pt")
 # Largest per-pair tensor (elements) for which members are evaluated together. On CPU the
 # work is compute-bound and bigger batched tensors only fall out of cache (measured best at
 # 2**20: 8 MB in float64); on an accelerator, batching members saves kernel launches.
 MEMBER_GROUP_ELEMENTS = 2**20
 ACCELERATOR_GROUP_ELEMENTS = 2**26
-
-
-def checkpoint_paths(directory: str | os.PathLike) -> list[Path]:
-    """``directory/model-<k>.pt`` in order of k; FileNotFoundError when there is none."""
-    found = []
-    for path in Path(directory).glob("model-*.pt"):
-        match = CHECKPOINT.fullmatch(path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    if not found:
-        raise FileNotFoundError(f"no model-<k>.pt checkpoints in {directory}")
-    return [path for _, path in sorted(found)]
-
-
-def check_same_architecture(members: list[DeepPot]) -> None:
-    """ValueError naming the first member whose architecture differs from member 0's."""
-    first = members[0].hparams
-    for k, member in enumerate(members[1:], start=1):
-        for name in ARCHITECTURE:
-            if member.hparams[name] != first[name]:
-                raise ValueError(
-                    f"ensemble member {k} has {name}={member.hparams[name]}, "
-                    f"member 0 has {first[name]}"
-                )
 
 
 class Ensemble(MemberStack):
@@ -89,3 +65,37 @@ class Ensemble(MemberStack):
             for k in range(0, n_members, group)
         ]
         return {key: torch.cat([out[key] for out in outs]).detach() for key in outs[0]}
+
+    def members(self) -> list[DeepPot]:
+        """The members as DeepPot models (copies), in order."""
+        models = []
+        for k, hparams in enumerate(self.member_hparams):
+            model = DeepPot(**hparams)
+            model.load_state_dict(self.member_state(k))
+            models.append(model.to(self.device))
+        return models
+
+    def predict(self, frames: Sequence[Atoms], virial: bool = False) -> dict[str, torch.Tensor]:
+        """Each member on ``frames``: energy (K, F) eV, forces (K, N, 3) eV/A of the frames'
+        atoms in order and, with ``virial``, virial (K, F, 3, 3) eV (zero without a cell)."""
+        graphs = [build_graph(atoms, self.type_map, self.rcut_A) for atoms in frames]
+        out = self(collate(graphs, self.dtype, self.device), virial=virial)
+        return {key: value for key, value in out.items() if key != "atom_energy"}
+
+    def deviation(self, frames: Sequence[Atoms], eps_eV_per_A: float) -> list[Deviation]:
+        """The members' force deviation (absolute, and relative with ``eps_eV_per_A``) and
+        energy deviation on each frame."""
+        out = self.predict(frames)
+        energies = out["energy"].double().cpu().numpy()
+        forces = out["forces"].double().cpu().numpy()
+        deviations, start = [], 0
+        for f, atoms in enumerate(frames):
+            stop = start + len(atoms)
+            deviations.append(frame_deviation(energies[:, f], forces[:, start:stop], eps_eV_per_A))
+            start = stop
+        return deviations
+
+    def export(self, out_dir: str | os.PathLike) -> list[Path]:
+        """Each member as ``out_dir/model-<k>.pth`` (TorchScript, see export.py) and
+        ``out_dir/ensemble.json``; returns the paths, JSON last."""
+        return export_members(self.members(), out_dir)

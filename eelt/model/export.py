@@ -11,9 +11,10 @@ autograd's). ``get_type_map()`` and ``get_rcut()`` (Angstrom) travel in the file
 hyper-parameters as the archive's extra file ``hparams.json``.
 
 Why TorchScript: the exported module is the model's own code, scripted. It subclasses
-MemberStack and its forward only lays the pair list out densely, then calls
-``MemberStack.evaluate_frames``, the tensor-only core that training and MD run too (switched
-environment, embedding, descriptor, fitting, forces and virial by autograd). torch.export
+MemberStack and its forward only lays the pair list out densely and packs the nets
+(packing.layout_packings), then calls ``MemberStack.evaluate_frames``, the tensor-only core
+that training, MD and evaluation run too (switched environment, embedding, descriptor,
+fitting, forces and virial by autograd). torch.export
 (2.13) cannot hold that core: it does not trace ``torch.autograd.grad`` ("fake tensor in the
 exported program constant's list", pytorch/pytorch#125984), ``torch.func.grad`` traces but
 the program does not save ("Cannot access storage of TensorWrapper"), and the dense layout
@@ -34,8 +35,8 @@ from pathlib import Path
 import torch
 
 from eelt.atomic import atomic_write, write_json
-from eelt.model.deeppot import DeepPot
-from eelt.model.ensemble import check_same_architecture, checkpoint_paths
+from eelt.model.deeppot import DeepPot, check_same_architecture, checkpoint_paths
+from eelt.model.packing import layout_packings
 from eelt.model.stack import MemberStack
 
 HPARAMS_FILE = "hparams.json"  # extra file in the archive: DeepPot's hyper-parameters
@@ -147,19 +148,22 @@ class ExportedDeepPot(MemberStack):
         nbr_mask = torch.zeros(nbr_i.shape[0], dtype=torch.bool, device=positions.device)
         nbr_mask[slot] = True
 
+        pairs, centers = layout_packings(
+            type_counts, sel, n_types, 1, self.pack_costs, positions.device, None
+        )
         out = self.evaluate_frames(
             positions,
-            types,
             cell.to(dtype).unsqueeze(0),
             torch.zeros_like(types),
             1,
-            type_counts,
-            sel,
+            types[order],
             inverse,
             nbr_i,
             nbr_j,
             nbr_shift,
             nbr_mask,
+            pairs,
+            centers,
             0,
             1,
             True,
@@ -186,11 +190,14 @@ def export_torchscript(model: DeepPot, path: str | os.PathLike) -> Path:
 
 
 def export_ensemble(models_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
-    """Each ``models_dir/model-<k>.pt`` as ``out_dir/model-<k>.pth`` (export_torchscript),
-    plus ``out_dir/ensemble.json``: the files, type map, rcut_A and precision. Returns the
-    paths, JSON last; what ``eelt export-model MODELS_DIR --out DIR`` runs.
-    """
-    members = [DeepPot.load(path) for path in checkpoint_paths(models_dir)]
+    """Each ``models_dir/model-<k>.pt`` as ``out_dir/model-<k>.pth`` (export_members); what
+    ``eelt export-model MODELS_DIR --out DIR`` runs."""
+    return export_members([DeepPot.load(path) for path in checkpoint_paths(models_dir)], out_dir)
+
+
+def export_members(members: list[DeepPot], out_dir: str | os.PathLike) -> list[Path]:
+    """Member k as ``out_dir/model-<k>.pth`` (export_torchscript), plus ``out_dir/ensemble.json``:
+    the files, type map, rcut_A and precision. Returns the paths, JSON last."""
     check_same_architecture(members)
     out_dir = Path(out_dir)
     paths = [

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from eelt.model.packing import Packing
+
 
 class StackedMLP(nn.Module):
     """K MLPs of widths ``widths`` (input first); ``linear_out`` adds a final linear layer to 1."""
@@ -76,3 +78,45 @@ def residual_mlp(
         else:
             x = y
     return x
+
+
+def run_blocks(
+    nets: list[tuple[list[torch.Tensor], list[torch.Tensor]]],
+    linear_out: bool,
+    packing: Packing,
+    x: torch.Tensor,
+) -> torch.Tensor:
+    """Rows x (K, R, n_in) -> (K, R, n_out), each block of rows through its own net of ``nets``
+    (each net's layers for the K members), the blocks grouped as ``packing`` says (a group's
+    nets stacked into one batched MLP); TorchScript-able."""
+    n_members = x.shape[0]
+    gather = packing.gather
+    if gather is not None:
+        x = x.index_select(1, gather)
+    outs: list[torch.Tensor] = []
+    start = 0
+    for g in range(len(packing.nets)):  # TorchScript has no zip(strict=)
+        group, rows = packing.nets[g], packing.rows[g]
+        stop = start + len(group) * rows
+        part = x if len(packing.nets) == 1 else x[:, start:stop]
+        if len(group) == 1:
+            weights, biases = nets[group[0]]
+            y = residual_mlp(part, weights, biases, linear_out)
+        else:
+            group_weights: list[torch.Tensor] = []
+            group_biases: list[torch.Tensor] = []
+            for layer in range(len(nets[group[0]][0])):
+                w = torch.stack([nets[n][0][layer] for n in group], 1)
+                b = torch.stack([nets[n][1][layer] for n in group], 1)
+                group_weights.append(w.flatten(0, 1))
+                group_biases.append(b.flatten(0, 1))
+            part = part.reshape(n_members * len(group), rows, part.shape[-1])
+            y = residual_mlp(part, group_weights, group_biases, linear_out)
+            y = y.view(n_members, len(group) * rows, y.shape[-1])
+        outs.append(y)
+        start = stop
+    y = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
+    scatter = packing.scatter
+    if scatter is not None:
+        y = y.index_select(1, scatter)
+    return y

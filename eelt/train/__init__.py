@@ -1,5 +1,5 @@
-"""Ensemble training: DeePMD-style loss and schedules, per-member and stacked training,
-learning curves."""
+"""Ensemble training: DeePMD-style loss and schedules, members trained as stacks, learning
+curves, errors against labeled frames."""
 
 from eelt.train.metrics import (
     ErrorSums,
@@ -8,14 +8,9 @@ from eelt.train.metrics import (
     evaluate_rmse,
     predict_frames,
 )
-from eelt.train.stacked import train_stacked
-from eelt.train.trainer import (
-    MemberResult,
-    TrainingDiverged,
-    train_ensemble,
-    train_member,
-    train_warm_or_fresh,
-)
+from eelt.train.result import MemberResult, TrainingDiverged
+from eelt.train.stacked import train_member, train_stacked
+from eelt.train.trainer import train_ensemble, train_warm_or_fresh, training_busy_s
 
 __all__ = [
     "ErrorSums",
@@ -26,7 +21,8 @@ __all__ = [
     "evaluate_rmse",
     "predict_frames",
     "train_ensemble",
-    "train_warm_or_fresh",
     "train_member",
     "train_stacked",
+    "train_warm_or_fresh",
+    "training_busy_s",
 ]

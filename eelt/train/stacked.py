@@ -1,19 +1,21 @@
-"""Train K ensemble members together as one MemberStack: one forward, one backward and one
-Adam step for all of them per training step.
+"""Train ensemble members as one MemberStack: one forward, one backward and one Adam step for
+all of them per training step; a single member is a stack of one.
 
-Each member keeps what ``train_member`` gives it alone: its seed (initial weights), its own
-shuffled data order (member k evaluates its own batch, see model.member_batch), its
-validation errors, learning curve, patience and divergence checks, and its checkpoint. The
-loss is the sum of the members' losses, so the gradient of member k's weights is that of its
-own loss, and Adam, elementwise and without gradient clipping, steps each member as K
-separate Adams would: for one member this is ``train_member`` to float round-off, for K
-members each is its own ``train_member`` run (tests/train/test_stacked.py).
+Each member keeps what it would have alone: its seed (initial weights), its own shuffled data
+order (member k evaluates its own batch, ``MemberStack.evaluate_members``), its validation
+errors, learning curve, patience and divergence checks, and its checkpoint. The loss is the
+sum of the members' losses, so the gradient of member k's weights is that of its own loss,
+and Adam, elementwise and without gradient clipping, steps each member as K separate Adams
+would: a member trained in a stack of K equals it trained in a stack of one, whichever
+members share its stack (tests/train/test_stacked.py).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,40 +23,88 @@ import torch
 
 from eelt.config import TrainConfig
 from eelt.model import DeepPot
-from eelt.model.ensemble import ARCHITECTURE
-from eelt.model.member_batch import evaluate_members, frame_layout
-from eelt.model.stack import STAT_NAMES, MemberStack, stack_arguments, stacked_state
+from eelt.model.member_batch import frame_layout
+from eelt.model.stack import MemberStack, stack_members
 from eelt.train.curves import write_curve
 from eelt.train.data import (
-    LabeledFrame,
-    chunks,
     collate_labeled_members,
     label_frames,
     read_frames,
     split_train_validation,
 )
-from eelt.train.loss import LossPrefactors, PrefactorSchedule, learning_rate, member_losses
-from eelt.train.trainer import (
-    _LOSS_SMOOTHING,
+from eelt.train.frame_set import FrameSet
+from eelt.train.loss import LossPrefactors, PrefactorSchedule, member_losses
+from eelt.train.members import finish_member, initial_models
+from eelt.train.result import MemberResult, TrainingDiverged
+from eelt.train.schedule import (
     DIVERGENCE_FACTOR,
-    MemberResult,
+    LOSS_SMOOTHING,
+    BatchOrder,
     Patience,
     StepPlan,
-    TrainingDiverged,
-    _adam,
-    _BatchOrder,
-    _pick_device,
+    adam,
     anneal_steps,
-    finish_member,
-    load_warm_start,
-    model_kwargs,
-    torch_threads_set,
     training_budget,
 )
 
 # Statistics of a member taken out of training (its weights are zeroed too), so that NaN
 # weights of a diverged member do not keep producing NaN in its slice of the stack.
 _NEUTRAL = {"s_mean": 0.0, "s_std": 1.0, "s_rms": 1.0, "a_std": 1.0, "n_norm": 1.0}
+
+
+@contextmanager
+def torch_threads_set(n_threads: int | None) -> Iterator[None]:
+    """Run with ``n_threads`` intra-op threads, then restore the previous number (None: as is)."""
+    if n_threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n_threads)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def pick_device(device: str | None) -> torch.device:
+    """``device``, or for None/"auto" CUDA where there is one, else the CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def train_member(
+    data_files: list[str],
+    out_path: str | Path,
+    train: TrainConfig,
+    type_map: list[str],
+    seed: int,
+    init_from: str | Path | None = None,
+    steps: int | None = None,
+    start_lr: float | None = None,
+    *,
+    member: int | None = None,
+    device: str | None = "auto",
+    torch_threads: int | None = None,
+) -> MemberResult:
+    """Train one member on the extxyz files and save it to ``out_path`` (curve: same name, .csv):
+    :func:`train_stacked` with a stack of one. Raises TrainingDiverged when it diverges."""
+    (result,) = train_stacked(
+        data_files,
+        [out_path],
+        train,
+        type_map,
+        [seed],
+        None if init_from is None else [init_from],
+        steps,
+        start_lr,
+        members=[seed if member is None else member],
+        device=device,
+        torch_threads=torch_threads,
+    )
+    if isinstance(result, TrainingDiverged):
+        raise result
+    return result
 
 
 def train_stacked(
@@ -72,13 +122,17 @@ def train_stacked(
     torch_threads: int | None = None,
     packed: bool | None = None,
 ) -> list[MemberResult | TrainingDiverged]:
-    """Train len(seeds) members together; member k as ``train_member(data_files,
-    out_paths[k], train, type_map, seeds[k], init_from[k], steps, start_lr)`` would.
+    """Train len(seeds) members together on the extxyz files; member k into ``out_paths[k]``
+    (curve: same name, .csv) from seed ``seeds[k]`` or, warm, from checkpoint
+    ``init_from[k]``.
 
-    Returns, in order, each member's MemberResult or, for a member whose training diverged,
-    the TrainingDiverged (the others finish). ``members``: the members' numbers in messages
+    Cold start: a new DeepPot per seed with statistics from the training split; warm start:
+    the checkpoints' weights and statistics. Trains in ``train.precision`` and saves in
+    ``train.model.precision``; ``steps``/``start_lr`` override the config's. Returns, in
+    order, each member's MemberResult or, for a member whose loss turned NaN/inf or blew up,
+    its TrainingDiverged (the others finish). ``members``: the members' numbers in messages
     and results (default: their seeds). ``torch_threads``: intra-op threads while training
-    (None: leave the caller's setting). ``packed``: see model.member_batch.packings.
+    (None: leave the caller's setting). ``packed``: how the nets run (model.packing).
     """
     with torch_threads_set(torch_threads):
         return _train_stacked(
@@ -94,109 +148,6 @@ def train_stacked(
             device=device,
             packed=packed,
         )
-
-
-def stack_members(models: list[DeepPot]) -> MemberStack:
-    """A trainable MemberStack holding the members' weights and statistics, in order."""
-    stack = MemberStack(**stack_arguments(models))
-    stack.load_state_dict(stacked_state(models))
-    return stack.to(models[0].device)
-
-
-def member_state(stack: MemberStack, k: int) -> dict[str, torch.Tensor]:
-    """Member k's weights and statistics, as a DeepPot's state_dict (copies)."""
-    return {key: value[k : k + 1].detach().clone() for key, value in stack.state_dict().items()}
-
-
-def _initial_models(
-    train: TrainConfig,
-    type_map: list[str],
-    seeds: list[int],
-    init_from: list[str] | None,
-    whos: list[str],
-    statistics_frames: list,
-) -> list[DeepPot]:
-    """Cold: DeepPot(seed) per member, statistics of the training split (the same for all);
-    warm: each member's checkpoint, all of one architecture."""
-    if init_from is None:
-        kwargs = model_kwargs(train.model) | {"precision": train.precision}
-        models = [DeepPot(type_map, **kwargs, seed=seed) for seed in seeds]
-        models[0].set_statistics(statistics_frames)
-        with torch.no_grad():
-            for model in models[1:]:
-                for name in (*STAT_NAMES, "energy_shift"):
-                    getattr(model, name).copy_(getattr(models[0], name))
-        return models
-    models = []
-    for path, who in zip(init_from, whos, strict=True):
-        model = load_warm_start(path, train, type_map, who)
-        for name in ARCHITECTURE if models else ():
-            if model.hparams[name] != models[0].hparams[name]:
-                raise ValueError(
-                    f"{who}: init_from {path} has {name}={model.hparams[name]}, "
-                    f"{whos[0]}'s has {models[0].hparams[name]}; stacked training needs one "
-                    "architecture (train.mode: members trains them apart)"
-                )
-        models.append(model)
-    return models
-
-
-class _SameFrames:
-    """Frames every member evaluates (validation, energy-shift refits), in chunks of at most
-    CHUNK_ATOMS atoms for all members together, collated once when they hold at most
-    CACHE_ATOMS atoms (all members)."""
-
-    CHUNK_ATOMS = 4096
-    CACHE_ATOMS = 50_000
-
-    def __init__(self, frames: list[LabeledFrame], stack: MemberStack):
-        n = stack.n_members
-        self.frames, self.n_members = frames, n
-        self.dtype, self.device = stack.dtype, stack.device
-        self.groups = chunks(frames, max(64, self.CHUNK_ATOMS // n)) if frames else []
-        small = n * sum(f.n_atoms for f in frames) <= self.CACHE_ATOMS
-        self.cached = [self._collate(g) for g in self.groups] if small else None
-
-    def _collate(self, group: list[LabeledFrame]):
-        return collate_labeled_members([group] * self.n_members, self.dtype, self.device)
-
-    def batches(self):
-        return self.cached if self.cached is not None else map(self._collate, self.groups)
-
-    def errors(self, stack: MemberStack) -> tuple[np.ndarray, np.ndarray]:
-        """Each member's (energy RMSE meV/atom, force RMSE meV/Angstrom)."""
-        n = self.n_members
-        if not self.frames:
-            return np.full(n, math.nan), np.full(n, math.nan)
-        sum_e, sum_f = np.zeros(n), np.zeros(n)
-        with torch.no_grad():
-            for target in self.batches():
-                out = evaluate_members(stack, target.batch, forces=True)
-                de = (out["energy"] - target.energy_eV) / target.n_atoms
-                sum_e += de.square().sum(1).double().cpu().numpy()
-                df = out["forces"] - target.forces_eV_per_A
-                sum_f += df.square().sum((1, 2)).double().cpu().numpy()
-        n_components = 3 * sum(f.n_atoms for f in self.frames)
-        return 1e3 * np.sqrt(sum_e / len(self.frames)), 1e3 * np.sqrt(sum_f / n_components)
-
-    def refit_energy_shifts(self, stack: MemberStack, which: list[int]) -> None:
-        """refit_energy_shift for members ``which`` (least squares on element counts, eV)."""
-        if not self.frames or not which:
-            return
-        n_types = len(stack.type_map)
-        counts = np.array([np.bincount(f.graph.types, minlength=n_types) for f in self.frames])
-        residual = []
-        with torch.no_grad():
-            for target in self.batches():
-                out = evaluate_members(stack, target.batch, forces=False)
-                residual.append((target.energy_eV - out["energy"]).double().cpu().numpy())
-        residual = np.concatenate(residual, axis=1)
-        with torch.no_grad():
-            for k in which:
-                delta, *_ = np.linalg.lstsq(counts.astype(float), residual[k], rcond=None)
-                stack.energy_shift[k] += torch.as_tensor(
-                    delta, dtype=stack.dtype, device=stack.device
-                )
 
 
 def _member_prefactors(
@@ -263,13 +214,11 @@ def _train_stacked(
         raise ValueError(f"need one init_from per seed; got {len(init_from)} for {n} seeds")
     whos = [f"member {m} (seed {s})" for m, s in zip(members, seeds, strict=True)]
     steps, start_lr, stop_lr = training_budget(train, steps, start_lr, ", ".join(whos))
-    dev = _pick_device(device)
+    dev = pick_device(device)
 
     frames = read_frames(data_files, type_map)
     train_idx, val_idx = split_train_validation(len(frames), train.validation_fraction, train.seed)
-    models = _initial_models(
-        train, type_map, seeds, init_from, whos, [frames[i] for i in train_idx]
-    )
+    models = initial_models(train, type_map, seeds, init_from, whos, [frames[i] for i in train_idx])
     hparams = [dict(model.hparams) for model in models]
     stack = stack_members(models).to(dev)
     del models
@@ -280,16 +229,15 @@ def _train_stacked(
     val_frames = [labeled[i] for i in val_idx]
     del frames
 
-    plan = StepPlan.of(train, steps, train_frames, warm=init_from is not None)  # as train_member
+    plan = StepPlan.of(train, steps, train_frames, warm=init_from is not None)
     schedule, use_virial = plan.schedule, plan.use_virial
     log_every, settle_steps, refit_every = plan.log_every, plan.settle_steps, plan.refit_every
-    warmup_steps = plan.warmup_steps
-    optimizer = _adam(stack.parameters(), start_lr)
-    orders = [_BatchOrder(np.arange(len(train_frames)), plan.batch_size, seed) for seed in seeds]
+    optimizer = adam(stack.parameters(), start_lr)
+    orders = [BatchOrder(np.arange(len(train_frames)), plan.batch_size, seed) for seed in seeds]
     layouts = [frame_layout(f.graph) for f in train_frames]
     curve_paths = [p.with_suffix(".csv") for p in out_paths]
 
-    validation, training_set = _SameFrames(val_frames, stack), _SameFrames(train_frames, stack)
+    validation, training_set = FrameSet(val_frames, stack), FrameSet(train_frames, stack)
     rows: list[list[dict[str, float]]] = [[] for _ in range(n)]
     ema = [math.nan] * n
     lowest = [math.inf] * n
@@ -321,14 +269,12 @@ def _train_stacked(
     stack.train()
     for step in range(steps):
         for k in range(n):
-            if active[k] and patience[k].annealed(step):  # as train_member
-                stopped[k] = (step, patience[k].lr(step, stop_lr), member_state(stack, k))
+            if active[k] and patience[k].annealed(step):
+                stopped[k] = (step, patience[k].lr(step, stop_lr), stack.member_state(k))
                 active[k] = False
         if not any(active):
             break
-        lr = learning_rate(step, steps, start_lr, stop_lr)
-        if step < warmup_steps:  # as train_member
-            lr *= (step + 1) / warmup_steps
+        lr = plan.learning_rate(step, steps, start_lr, stop_lr)
         # a member that patience stopped anneals on its own learning rate (and prefactors)
         lrs = [patience[k].lr(step, lr) for k in range(n)]
         lr = max(lrs[k] for k in range(n) if active[k])
@@ -347,8 +293,8 @@ def _train_stacked(
             dev,
             [[layouts[i] for i in idx] for idx in drawn],
         )
-        pred = evaluate_members(
-            stack, target.batch, forces=True, virial=use_virial, create_graph=True, packed=packed
+        pred = stack.evaluate_members(
+            target.batch, forces=True, virial=use_virial, create_graph=True, packed=packed
         )
         losses = member_losses(pred, target, prefs)
         values = torch.stack([losses.loss.detach(), losses.mse_energy_per_atom, losses.mse_forces])
@@ -357,13 +303,14 @@ def _train_stacked(
             if active[k] and not math.isfinite(loss_values[k]):
                 kind = "NaN" if math.isnan(loss_values[k]) else "infinite"
                 diverge(k, f"loss became {kind} at step {step}")
-        if not val_frames:  # blow-up test as train_member's
+        # Blow-up test on errors without prefactors (those move by design: pref_e grows 50x),
+        # on the fixed validation set where there is one: batch errors vary too much in a warm
+        # start, where new frames have errors 100x those of the old ones.
+        if not val_frames:
             for k in (k for k in range(n) if active[k]):
                 error = mse_f[k] * (schedule.start_f + schedule.limit_f > 0)
                 error += mse_e[k] * (schedule.start_e + schedule.limit_e > 0)
-                ema[k] = (
-                    error if math.isnan(ema[k]) else ema[k] + _LOSS_SMOOTHING * (error - ema[k])
-                )
+                ema[k] = error if math.isnan(ema[k]) else ema[k] + LOSS_SMOOTHING * (error - ema[k])
                 if step >= settle_steps:
                     blew_up(k, ema[k], step, "smoothed batch")
         if step % log_every == 0 and any(active):
@@ -388,7 +335,7 @@ def _train_stacked(
                 if len(rows[k]) % 10 == 0:  # progress visible during long runs
                     write_curve(curve_paths[k], rows[k])
                 if patience[k].stop(step, float(val_f[k]), lrs[k]):
-                    stopped[k] = (step, lrs[k], member_state(stack, k))
+                    stopped[k] = (step, lrs[k], stack.member_state(k))
                     active[k] = False
         training = [k for k in range(n) if active[k]]
         if not training:
@@ -415,7 +362,7 @@ def _train_stacked(
             continue
         steps_done, last_lr, state = stopped.get(k, (steps, stop_lr, None))
         model = DeepPot(**hparams[k])
-        model.load_state_dict(member_state(stack, k) if state is None else state)
+        model.load_state_dict(stack.member_state(k) if state is None else state)
         result = MemberResult(
             member=members[k],
             checkpoint=str(out_paths[k]),

@@ -4,15 +4,16 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
+from eelt.config import TrainConfig, parse_section
+from eelt.errors import EeltError
 from eelt.model import DeepPot, Ensemble
 from eelt.train import TrainingDiverged, train_ensemble
 
 from .conftest import TYPE_MAP, tiny_train
 
 
-@pytest.mark.parametrize("mode", ["stacked", "members"])
-def test_train_ensemble_threads_then_resume_and_warm(cu_data, tmp_path, mode):
-    cfg = tiny_train(steps=30, ensemble_size=2, warm_steps=10, mode=mode)
+def test_train_ensemble_threads_then_resume_and_warm(cu_data, tmp_path):
+    cfg = tiny_train(steps=30, ensemble_size=2, warm_steps=10)
     out = tmp_path / "iter-000"
     with ThreadPoolExecutor(2) as pool:
         results = train_ensemble([cu_data], out, cfg, TYPE_MAP, pool)
@@ -43,9 +44,8 @@ def test_train_ensemble_threads_then_resume_and_warm(cu_data, tmp_path, mode):
         assert warm[1].init_from == str(out / "model-1.pt")
 
 
-@pytest.mark.parametrize("mode", ["stacked", "members"])
-def test_train_ensemble_lists_diverged_members(cu_data, tmp_path, mode):
-    bad = tiny_train(steps=100, start_lr=1e3, stop_lr=1e2, ensemble_size=2, mode=mode)
+def test_train_ensemble_lists_diverged_members(cu_data, tmp_path):
+    bad = tiny_train(steps=100, start_lr=1e3, stop_lr=1e2, ensemble_size=2)
     with ThreadPoolExecutor(2) as pool:
         with pytest.raises(
             TrainingDiverged, match=r"2 of 2 members diverged \(members \[0, 1\]\)"
@@ -55,10 +55,9 @@ def test_train_ensemble_lists_diverged_members(cu_data, tmp_path, mode):
     assert not list((tmp_path / "bad").glob("model-*.pt"))
 
 
-@pytest.mark.parametrize("mode", ["stacked", "members"])
-def test_one_member_diverges_the_other_finishes(cu_data, tmp_path, mode):
+def test_one_member_diverges_the_other_finishes(cu_data, tmp_path):
     """Warm start from a previous ensemble whose member 1 holds NaN weights."""
-    cfg = tiny_train(steps=20, ensemble_size=2, warm_steps=10, mode=mode)
+    cfg = tiny_train(steps=20, ensemble_size=2, warm_steps=10)
     prev = tmp_path / "prev"
     with ThreadPoolExecutor(2) as pool:
         train_ensemble([cu_data], prev, cfg, TYPE_MAP, pool)
@@ -88,3 +87,12 @@ def test_warm_needs_previous_checkpoints(cu_data, tmp_path):
             init_dir=tmp_path / "none",
             warm=True,
         )
+
+
+@pytest.mark.parametrize("mode", ["stacked", "members"])
+def test_train_mode_was_removed(mode):
+    """An old config that sets train.mode gets one line naming the field."""
+    want = "train.mode was removed: members always train as stacks (train.stacks)"
+    with pytest.raises(EeltError) as err:
+        parse_section(TrainConfig, {"mode": mode, "steps": 10}, "train")
+    assert str(err.value) == want

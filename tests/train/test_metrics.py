@@ -4,7 +4,6 @@ import pytest
 from eelt.model import DeepPot, Ensemble, EnsembleCalculator
 from eelt.train import evaluate_rmse
 from eelt.train.data import read_frames
-from eelt.train.trainer import model_kwargs
 
 from .conftest import TYPE_MAP, tiny_train
 
@@ -14,7 +13,7 @@ def members(cu_data):
     frames = read_frames([cu_data])[:6]
     out = []
     for seed in (0, 1):
-        m = DeepPot(TYPE_MAP, **model_kwargs(tiny_train().model), seed=seed)
+        m = DeepPot.from_config(tiny_train().model, TYPE_MAP, seed)
         m.set_statistics(frames)
         out.append(m)
     return out, frames

@@ -1,4 +1,5 @@
-"""The stacked trainer: members trained together as one MemberStack equal their own runs."""
+"""Members trained together as one MemberStack equal their own runs (each a stack of one,
+``train_member``), whichever members share their stack; float64."""
 
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,7 @@ from eelt.model import DeepPot, Ensemble
 from eelt.train import MemberResult, TrainingDiverged, train_ensemble, train_member
 from eelt.train.curves import read_curve
 from eelt.train.stacked import train_stacked
-from eelt.train.trainer import stack_groups
+from eelt.train.trainer import stack_groups, training_busy_s
 
 from .conftest import TYPE_MAP, emt_frames, tiny_train
 
@@ -23,7 +24,7 @@ CU_AU = ["Cu", "Au"]
 
 @pytest.fixture(autouse=True)
 def _one_thread(one_torch_thread):
-    """Equal results need equal kernels: one thread for both trainers."""
+    """Equal results need equal kernels: one thread for every stack."""
 
 
 @pytest.fixture(scope="module")
@@ -78,22 +79,11 @@ def same_result(a: MemberResult, b: MemberResult) -> None:
     }
 
 
-@pytest.mark.parametrize(("data", "type_map"), [("cu", TYPE_MAP), ("cuau", CU_AU)])
-def test_one_member_stacked_equals_train_member(data, type_map, cu_data, cu_au_data, tmp_path):
-    files = [cu_data if data == "cu" else cu_au_data]
-    cfg = tiny_train(steps=40)
-    alone = train_member(files, tmp_path / "alone.pt", cfg, type_map, seed=3, member=0)
-    (stacked,) = train_stacked(files, [tmp_path / "stacked.pt"], cfg, type_map, [3], members=[0])
-    assert isinstance(stacked, MemberResult)
-    same_result(alone, stacked)
-    assert_same_model(tmp_path / "alone.pt", tmp_path / "stacked.pt")
-    assert_same_curve(tmp_path / "alone.csv", tmp_path / "stacked.csv")
-
-
 @pytest.mark.parametrize("packed", [True, False])
 def test_each_member_of_a_stack_equals_its_own_run(cu_au_data, tmp_path, packed):
-    """The strongest form: three members with their own seeds and data orders, trained
-    together, each equal to train_member with its seed; and different from each other."""
+    """The strongest form: three members with their own seeds and data orders (Cu/Au frames
+    of varying composition: ghost atoms), trained together, each equal to a stack of one with
+    its seed; and different from each other."""
     cfg = tiny_train(steps=40)
     seeds = [0, 1, 2]
     paths = [tmp_path / f"stacked-{s}.pt" for s in seeds]
@@ -106,6 +96,17 @@ def test_each_member_of_a_stack_equals_its_own_run(cu_au_data, tmp_path, packed)
     w0, w1 = weights(paths[0]), weights(paths[1])
     assert any(not torch.allclose(w0[k], w1[k]) for k in w0 if "weights" in k)
     assert results[0].val_force_rmse_meV_per_A != results[1].val_force_rmse_meV_per_A
+
+
+def test_a_member_does_not_depend_on_its_stack_mates(cu_au_data, tmp_path):
+    """Member 1 (seed 1) trained beside seed 0, beside seeds 7 and 8, and alone: one model."""
+    cfg = tiny_train(steps=30)
+    for name, seeds in (("a", [0, 1]), ("b", [7, 1, 8]), ("c", [1])):
+        paths = [tmp_path / f"{name}-{s}.pt" for s in seeds]
+        train_stacked([cu_au_data], paths, cfg, CU_AU, seeds)
+    assert_same_model(tmp_path / "a-1.pt", tmp_path / "c-1.pt")
+    assert_same_model(tmp_path / "b-1.pt", tmp_path / "c-1.pt")
+    assert_same_curve(tmp_path / "b-1.csv", tmp_path / "c-1.csv")
 
 
 def test_virial_term_stacked_equals_alone(cu_data, tmp_path):
@@ -215,9 +216,9 @@ def test_a_diverged_member_leaves_the_others_unchanged(cu_data, tmp_path):
 
 
 def test_train_ensemble_stacked_resumes_the_missing_members(cu_data, tmp_path):
-    """Stacked mode in one job: checkpoints and metrics as the members mode writes them; a
-    resume trains only the missing member, as it would have trained in the full stack."""
-    cfg = tiny_train(steps=30, ensemble_size=3, mode="stacked")
+    """One job: a checkpoint, curve and metrics per member; a resume trains only the missing
+    member, as it would have trained in the full stack."""
+    cfg = tiny_train(steps=30, ensemble_size=3)
     out = tmp_path / "iter-000"
     with ThreadPoolExecutor(2) as pool:
         results = train_ensemble([cu_data], out, cfg, TYPE_MAP, pool)
@@ -236,19 +237,6 @@ def test_train_ensemble_stacked_resumes_the_missing_members(cu_data, tmp_path):
     same_result(again[1], results[1])
     for key, value in weights(out / "model-1.pt").items():
         torch.testing.assert_close(value, first[1][key], rtol=1e-9, atol=1e-12)
-
-
-def test_modes_train_the_same_ensemble(cu_data, tmp_path):
-    cfg = tiny_train(steps=20, ensemble_size=2)
-    with ThreadPoolExecutor(2) as pool:
-        for mode in ("stacked", "members"):
-            train_ensemble(
-                [cu_data], tmp_path / mode, cfg.model_copy(update={"mode": mode}), TYPE_MAP, pool
-            )
-    for m in range(2):
-        assert_same_model(
-            tmp_path / "stacked" / f"model-{m}.pt", tmp_path / "members" / f"model-{m}.pt"
-        )
 
 
 class _DaskLikeExecutor:
@@ -297,18 +285,24 @@ def test_a_member_on_a_plateau_anneals_to_stop_lr_before_it_stops(cu_data, tmp_p
     cfg = tiny_train(
         steps=4000, start_lr=1e-12, stop_lr=1e-14, patience_steps=40, patience_anneal_fraction=0.05
     )
-    for train in (train_member, None):
-        path = tmp_path / f"{'alone' if train else 'stacked'}.pt"
-        if train:
-            result = train([cu_data], path, cfg, TYPE_MAP, seed=0)
-        else:
-            (result,) = train_stacked([cu_data], [path], cfg, TYPE_MAP, [0])
-        rows = read_curve(path.with_suffix(".csv"))
-        p = 40  # no improvement at such a learning rate: patience ends at its first chance
-        assert result.steps == p + 200
-        lr_p = learning_rate(p, 4000, 1e-12, 1e-14)
-        for row in rows:
-            if p < row["step"] < p + 200:
-                want = learning_rate(row["step"] - p, 200, lr_p, 1e-14)
-                assert row["lr"] == pytest.approx(want, rel=1e-9), row["step"]
-        assert rows[-1]["lr"] == pytest.approx(1e-14, rel=1e-9)
+    path = tmp_path / "m.pt"
+    (result,) = train_stacked([cu_data], [path], cfg, TYPE_MAP, [0])
+    rows = read_curve(path.with_suffix(".csv"))
+    p = 40  # no improvement at such a learning rate: patience ends at its first chance
+    assert result.steps == p + 200
+    lr_p = learning_rate(p, 4000, 1e-12, 1e-14)
+    for row in rows:
+        if p < row["step"] < p + 200:
+            want = learning_rate(row["step"] - p, 200, lr_p, 1e-14)
+            assert row["lr"] == pytest.approx(want, rel=1e-9), row["step"]
+    assert rows[-1]["lr"] == pytest.approx(1e-14, rel=1e-9)
+
+
+def test_training_busy_s_counts_each_stack_once():
+    """Members of one stack each report the stack's wall time; NaN: trained by an earlier call."""
+    members = [{"member": m, "wall_s": w} for m, w in enumerate([10.0, 10.0, 4.0, float("nan")])]
+    cfg = tiny_train(ensemble_size=4)
+    with ThreadPoolExecutor(1) as pool:
+        assert training_busy_s(members, cfg, pool) == 10.0  # one stack of four
+        two = cfg.model_copy(update={"stacks": 2})
+        assert training_busy_s(members, two, pool) == 10.0 + 4.0

@@ -8,7 +8,7 @@ from eelt.model import DeepPot
 from eelt.train import MemberResult, TrainingDiverged, evaluate_rmse, train_member
 from eelt.train.curves import read_curve
 from eelt.train.data import collate_labeled, label_frames, read_frames, split_train_validation
-from eelt.train.trainer import frames_per_batch
+from eelt.train.schedule import frames_per_batch
 
 from .conftest import TYPE_MAP, tiny_train
 
