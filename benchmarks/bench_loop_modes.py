@@ -1,6 +1,7 @@
 """The water example as it is (two stages, six iterations), run three ways on the same cores:
 synchronous with the stacked trainer (the default), synchronous with one training job per member
-(``train.mode: members``, the trainer before the stacked one), and streaming.
+(``train.stacks`` = ensemble size: stacks of one, as the per-member trainer before it), and
+streaming.
 
     python benchmarks/bench_loop_modes.py [--runs synchronous members streaming] [--target 20]
         [--out-dir runs/bench-loop-modes] [--evaluate-only]
@@ -39,7 +40,7 @@ def config(name: str, out: Path) -> Path:
     data["name"] = f"water-{name}"
     data["system"]["structures"] = [str(folder / s) for s in data["system"]["structures"]]
     if name == "members":
-        data["train"]["mode"] = "members"
+        data["train"]["stacks"] = data["train"].get("ensemble_size", 4)
     if name == "streaming":
         stage = data["explore"]["stages"][0]
         n_walkers = len(stage["temperatures_K"]) * stage.get("walkers_per_condition", 1)

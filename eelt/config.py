@@ -615,8 +615,12 @@ class TrainConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _removed(cls, data: object) -> object:
-        # not a ValueError: pydantic would prefix it with the section; one line as it stands
+        # not a ValueError: pydantic would prefix it with the section; one line as it stands.
+        # "stacked" (the old default, frozen in older runs' eelt.yaml) is what every run does
+        # now, so such a run resumes as it was.
         if isinstance(data, dict) and "mode" in data:
+            if data["mode"] == "stacked":
+                return {k: v for k, v in data.items() if k != "mode"}
             raise EeltError("train.mode was removed: members always train as stacks (train.stacks)")
         return data
 

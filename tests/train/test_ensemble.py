@@ -89,10 +89,12 @@ def test_warm_needs_previous_checkpoints(cu_data, tmp_path):
         )
 
 
-@pytest.mark.parametrize("mode", ["stacked", "members"])
-def test_train_mode_was_removed(mode):
-    """An old config that sets train.mode gets one line naming the field."""
+def test_train_mode_was_removed():
+    """An old config that asks for per-member training gets one line naming the field; an
+    older run's frozen ``mode: stacked`` (what every run does now) still loads, so it resumes."""
     want = "train.mode was removed: members always train as stacks (train.stacks)"
     with pytest.raises(EeltError) as err:
-        parse_section(TrainConfig, {"mode": mode, "steps": 10}, "train")
+        parse_section(TrainConfig, {"mode": "members", "steps": 10}, "train")
     assert str(err.value) == want
+    old = parse_section(TrainConfig, {"mode": "stacked", "steps": 10}, "train")
+    assert old == parse_section(TrainConfig, {"steps": 10}, "train")
