@@ -539,12 +539,31 @@ LabelConfig = Annotated[
 class ModelConfig(Section):
     """DeepPot-SE (se_e2_a) hyper-parameters."""
 
-    rcut_A: PositiveFloat = 6.0
-    rcut_smth_A: Annotated[float, Field(ge=0)] = 0.5
-    embedding_widths: list[PositiveInt] = Field(default=[25, 50, 100], min_length=1)
-    axis_neuron: PositiveInt = 16
-    fitting_widths: list[PositiveInt] = Field(default=[240, 240, 240], min_length=1)
-    precision: Literal["float32", "float64"] = "float64"
+    rcut_A: PositiveFloat = Field(
+        default=6.0, description="cutoff radius (A): farther atoms do not interact"
+    )
+    rcut_smth_A: Annotated[float, Field(ge=0)] = Field(
+        default=0.5,
+        description="where the switching function starts to bring 1/r to 0 at rcut_A (A)",
+    )
+    embedding_widths: list[PositiveInt] = Field(
+        default=[25, 50, 100],
+        min_length=1,
+        description="hidden widths of each element pair's embedding net",
+    )
+    axis_neuron: PositiveInt = Field(
+        default=16,
+        description="embedding columns of the descriptor's second factor (DeePMD's axis_neuron)",
+    )
+    fitting_widths: list[PositiveInt] = Field(
+        default=[240, 240, 240],
+        min_length=1,
+        description="hidden widths of each element's fitting net",
+    )
+    precision: Literal["float32", "float64"] = Field(
+        default="float64",
+        description="precision of the saved members (MD and evaluation run in it)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -563,9 +582,13 @@ class ModelConfig(Section):
 class TrainConfig(Section):
     """Ensemble training: Adam, exponential learning-rate decay, DeePMD-style loss prefactors."""
 
-    ensemble_size: Annotated[int, Field(ge=2)] = 4
-    model: ModelConfig = ModelConfig()
-    steps: PositiveInt = 5000
+    ensemble_size: Annotated[int, Field(ge=2)] = Field(
+        default=4, description="members of the ensemble (their spread is the deviation)"
+    )
+    model: ModelConfig = Field(default=ModelConfig(), description="the model's hyper-parameters")
+    steps: PositiveInt = Field(
+        default=5000, description="optimisation steps of a training from scratch (warm: warm_steps)"
+    )
     batch_size: PositiveInt | Annotated[str, Field(pattern=r"^auto(:[1-9][0-9]*)?$")] = Field(
         default="auto:256",
         description="frames per step, or DeePMD's 'auto:N': enough frames for N atoms "
@@ -578,19 +601,42 @@ class TrainConfig(Section):
     )
     # measured on ethanol (150 frames, 3000 steps, test force RMSE): batch 4 at 5e-4 260 meV/A,
     # ~29 frames (auto:256) at 2e-3 157, 5e-3 141 (stop_lr 1e-4: 130), 1e-2 376 (unstable)
-    start_lr: PositiveFloat = 3e-3
-    stop_lr: PositiveFloat = 1e-4
-    start_pref_e: Annotated[float, Field(ge=0)] = 0.02
-    limit_pref_e: Annotated[float, Field(ge=0)] = 1.0
-    start_pref_f: Annotated[float, Field(ge=0)] = 1000.0
-    limit_pref_f: Annotated[float, Field(ge=0)] = 1.0
-    start_pref_v: Annotated[float, Field(ge=0)] = 0.0
-    limit_pref_v: Annotated[float, Field(ge=0)] = 0.0
-    validation_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    warm_start: Literal["always", "never", "auto"] = "always"
-    warm_steps: PositiveInt = 2000
-    warm_start_lr: PositiveFloat = 1e-3
-    seed: int = 0
+    start_lr: PositiveFloat = Field(
+        default=3e-3, description="learning rate at the first step; decays exponentially to stop_lr"
+    )
+    stop_lr: PositiveFloat = Field(default=1e-4, description="learning rate at the last step")
+    start_pref_e: Annotated[float, Field(ge=0)] = Field(
+        default=0.02,
+        description="energy loss prefactor at start_lr (DeePMD's; follows the rate to limit_pref_e)",
+    )
+    limit_pref_e: Annotated[float, Field(ge=0)] = Field(
+        default=1.0, description="energy loss prefactor as the learning rate reaches 0"
+    )
+    start_pref_f: Annotated[float, Field(ge=0)] = Field(
+        default=1000.0, description="force loss prefactor at start_lr"
+    )
+    limit_pref_f: Annotated[float, Field(ge=0)] = Field(
+        default=1.0, description="force loss prefactor as the learning rate reaches 0"
+    )
+    start_pref_v: Annotated[float, Field(ge=0)] = Field(
+        default=0.0, description="virial loss prefactor at start_lr (cells with stress labels)"
+    )
+    limit_pref_v: Annotated[float, Field(ge=0)] = Field(
+        default=0.0, description="virial loss prefactor as the learning rate reaches 0"
+    )
+    validation_fraction: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.1, description="share of each member's frames held out for its validation errors"
+    )
+    warm_start: Literal["always", "never", "auto"] = Field(
+        default="always",
+        description="train from the previous ensemble's members (warm_steps at warm_start_lr); "
+        "'auto': only when the new frames are not more than the old",
+    )
+    warm_steps: PositiveInt = Field(default=2000, description="steps of a warm-started training")
+    warm_start_lr: PositiveFloat = Field(
+        default=1e-3, description="learning rate at the first step of a warm-started training"
+    )
+    seed: int = Field(default=0, description="seed of the members' weights and data orders")
     stacks: PositiveInt | Literal["auto"] = Field(
         default="auto",
         description="the members train together as stacks (one forward, backward and "
