@@ -323,7 +323,7 @@ def evaluate(
 def _evaluate(model: Path, data: Path) -> dict:
     import ase.io
 
-    from eelt.model import Ensemble
+    from eelt.model.families import load_ensemble
     from eelt.train import evaluate_rmse
 
     if not sorted(model.glob("model-*.pt")):
@@ -334,7 +334,7 @@ def _evaluate(model: Path, data: Path) -> dict:
     for i, atoms in enumerate(frames):
         if atoms.calc is None or "forces" not in atoms.calc.results:
             raise EeltError(f"--data {data}: frame {i} has no reference energy and forces")
-    return evaluate_rmse(Ensemble.load(model), frames)
+    return evaluate_rmse(load_ensemble(model), frames)
 
 
 @app.command()
@@ -495,20 +495,21 @@ def export_model(
     models_dir: Annotated[Path, typer.Argument(help="directory of model-*.pt (an ensemble)")],
     out_dir: Annotated[Path, typer.Option("--out", help="directory for the exported files")],
 ) -> None:
-    """Export each member to a TorchScript file that runs with torch alone (Python or C++),
-    with its type map and cutoff, and ensemble.json beside them."""
+    """Export each member in its family's own format: DeepPot-SE as TorchScript files that run
+    with torch alone (Python or C++), with ensemble.json (type map, cutoff) beside them; MACE as
+    mace-torch model files (mace's calculator and LAMMPS path load them)."""
     paths = _guard(_export_model, models_dir, out_dir)
     for path in paths:
         out.print(str(path), highlight=False)
 
 
 def _export_model(models_dir: Path, out_dir: Path) -> list[Path]:
-    from eelt.model.export import export_ensemble
+    from eelt.model.families import load_ensemble
 
     if not models_dir.is_dir():
         raise EeltError(f"{models_dir}: no such directory")
     try:
-        return export_ensemble(models_dir, out_dir)
+        return load_ensemble(models_dir).export(out_dir)
     except (FileNotFoundError, ValueError) as err:
         raise EeltError(f"{models_dir}: {err}") from None
 

@@ -338,19 +338,19 @@ def calibrate_explorers(
     ErrorSums, one row per frame) and draws the calibration plot at ``plot_path``."""
     from eelt import keys
     from eelt.examine.trust import TRUST_CLASSES, classify
-    from eelt.model import Ensemble
+    from eelt.model.families import load_ensemble
     from eelt.train.metrics import ErrorSums, predict_frames
 
     devi, error, kinds, rows = [], [], [], []
     test_sums = ErrorSums()
     by_class = {name: ErrorSums() for name in TRUST_CLASSES}
-    ensembles: dict[Path, Ensemble] = {}
+    ensembles: dict[Path, object] = {}
     for group in groups:
         frames = group.candidates + group.tests
         if not frames:
             continue
         if group.models not in ensembles:
-            ensembles[group.models] = Ensemble.load(group.models)
+            ensembles[group.models] = load_ensemble(group.models)
         pred = predict_frames(ensembles[group.models], frames)
         d = np.array([f.info.get(keys.MAX_DEVI_F, np.nan) for f in frames], dtype=float)
         levels = group.levels

@@ -63,9 +63,10 @@ def walker_job(
     driven by ``forces_from`` ("first": member 0, the ensemble at dumps; "mean"), under the
     ``biases`` (config dicts) if any; ``md`` holds :class:`MDSettings` fields and
     ``walker_kwargs`` the rest of :func:`run_walker`'s arguments."""
-    from eelt.model import Ensemble, EnsembleCalculator
+    from eelt.model import EnsembleCalculator
+    from eelt.model.families import load_ensemble
 
-    ensemble = Ensemble.load(ensemble_dir, map_location=device)
+    ensemble = load_ensemble(ensemble_dir, map_location=device)
     calc = EnsembleCalculator(ensemble, forces_from=forces_from)
     names = {f.name for f in fields(MDSettings)}
     settings = MDSettings(**{k: v for k, v in (md or {}).items() if k in names})

@@ -20,14 +20,13 @@ from eelt.keys import (
     STRESS,
 )
 from eelt.model.deviation import force_deviation
-from eelt.model.ensemble import Ensemble
-from eelt.model.neighbors import build_graph, collate
 
 FORCES_FROM = ("mean", "first")
 
 
 class EnsembleCalculator(Calculator):
-    """Mean of the members (eV, eV/A, eV/A^3) and DeePMD's deviation measures in ``results``.
+    """Mean of the members (eV, eV/A, eV/A^3) and DeePMD's deviation measures in ``results``,
+    for an ensemble of any model family (eelt.model.family.FamilyEnsemble).
 
     Extra results: energy_std (eV), forces_std (N,) eV/A, max_devi_f and avg_devi_f (eV/A),
     devi_e (eV/atom), member_energies (K,) eV, member_forces (K, N, 3) eV/A. Stress, and the
@@ -42,9 +41,7 @@ class EnsembleCalculator(Calculator):
 
     implemented_properties = [ENERGY, "free_energy", FORCES, STRESS]
 
-    def __init__(
-        self, ensemble: Ensemble, forces_from: Literal["mean", "first"] = "mean", **kwargs
-    ) -> None:
+    def __init__(self, ensemble, forces_from: Literal["mean", "first"] = "mean", **kwargs) -> None:
         super().__init__(**kwargs)
         if forces_from not in FORCES_FROM:
             raise ValueError(f"forces_from must be 'mean' or 'first', got {forces_from!r}")
@@ -65,13 +62,10 @@ class EnsembleCalculator(Calculator):
     ) -> None:
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
-        model = self.ensemble
-        graph = build_graph(atoms, model.type_map, model.rcut_A)
-        batch = collate([graph], dtype=model.dtype, device=model.device)
         volume = abs(atoms.cell.volume) if atoms.pbc.any() else 0.0
         first_only = self.forces_from == "first" and not self._deviation_requested
         self._deviation_requested = False
-        out = model(batch, virial=volume > 0, n_members=1 if first_only else None)
+        out = self.ensemble.predict([atoms], virial=volume > 0, members=[0] if first_only else None)
         energies = out["energy"][:, 0].cpu().double().numpy()
         forces = out["forces"].cpu().double().numpy()
         virials = out["virial"][:, 0].cpu().double().numpy() if volume > 0 else None  # eV

@@ -75,12 +75,17 @@ class Ensemble(MemberStack):
             models.append(model.to(self.device))
         return models
 
-    def predict(self, frames: Sequence[Atoms], virial: bool = False) -> dict[str, torch.Tensor]:
-        """Each member on ``frames``: energy (K, F) eV, forces (K, N, 3) eV/A of the frames'
-        atoms in order and, with ``virial``, virial (K, F, 3, 3) eV (zero without a cell)."""
+    def predict(
+        self, frames: Sequence[Atoms], virial: bool = False, members: Sequence[int] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Each member (of ``members``; None: all) on ``frames``: energy (K, F) eV, forces
+        (K, N, 3) eV/A of the frames' atoms in order and, with ``virial``, virial (K, F, 3, 3)
+        eV (zero without a cell)."""
         graphs = [build_graph(atoms, self.type_map, self.rcut_A) for atoms in frames]
-        out = self(collate(graphs, self.dtype, self.device), virial=virial)
-        return {key: value for key, value in out.items() if key != "atom_energy"}
+        first = None if members is None else max(members) + 1
+        out = self(collate(graphs, self.dtype, self.device), virial=virial, n_members=first)
+        keep = slice(None) if members is None else list(members)
+        return {key: value[keep] for key, value in out.items() if key != "atom_energy"}
 
     def deviation(self, frames: Sequence[Atoms], eps_eV_per_A: float) -> list[Deviation]:
         """The members' force deviation (absolute, and relative with ``eps_eV_per_A``) and

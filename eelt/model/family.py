@@ -81,9 +81,12 @@ class FamilyEnsemble(Protocol):
         """The members a training wrote into ``directory``, in order."""
         ...
 
-    def predict(self, frames: Sequence[Atoms], virial: bool = False) -> dict[str, torch.Tensor]:
-        """Each member on ``frames``: energy (K, F) eV, forces (K, N, 3) eV/A, with
-        ``virial`` virial (K, F, 3, 3) eV; as FamilyMember.predict per member."""
+    def predict(
+        self, frames: Sequence[Atoms], virial: bool = False, members: Sequence[int] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Each member of ``members`` (None: all; MD that steps on member 0 asks for [0]) on
+        ``frames``: energy (K, F) eV, forces (K, N, 3) eV/A, with ``virial`` virial
+        (K, F, 3, 3) eV; as FamilyMember.predict per member."""
         ...
 
     def deviation(self, frames: Sequence[Atoms], eps_eV_per_A: float) -> list[Deviation]:

@@ -309,10 +309,10 @@ def train_and_evaluate(
 def evaluate(models_dir: Path, eval_sets: dict[str, list[Atoms]]) -> dict[str, dict | None]:
     """Energy RMSE (meV/atom), force RMSE and MAE (meV/Angstrom) of the ensemble's mean on
     each evaluation set (None for an empty one)."""
-    from eelt.model import Ensemble
+    from eelt.model.families import load_ensemble
     from eelt.train import error_metrics
 
-    ensemble = Ensemble.load(models_dir)
+    ensemble = load_ensemble(models_dir)
     return {
         name: error_metrics(ensemble, frames) if frames else None
         for name, frames in eval_sets.items()

@@ -20,12 +20,12 @@ from eelt.config import TrainConfig
 def heldout_errors(models_dir: Path, test_files: list[Path]) -> dict[str, Any]:
     """Errors of the ensemble in ``models_dir`` on the frames of ``test_files`` (named
     iter-NNN.extxyz): summed per file, so any union of them combines exactly, and over all."""
-    from eelt.model import Ensemble
+    from eelt.model.families import load_ensemble
     from eelt.train.metrics import ErrorSums, predict_frames
 
     if not test_files:
         return {"test": ErrorSums().metrics(), "test_sums_by_iteration": {}}
-    ensemble = Ensemble.load(models_dir)
+    ensemble = load_ensemble(models_dir)
     by_file = {
         Path(f).stem.removeprefix("iter-"): ErrorSums.of(
             predict_frames(ensemble, ase.io.read(f, ":"))

@@ -64,6 +64,13 @@ def evaluate_rmse(ensemble_or_model: DeepPot | Ensemble, frames: Sequence[Atoms]
     """Energy RMSE (meV/atom) and force RMSE (meV/Angstrom) of the model (ensemble: member
     mean) against the frames' reference labels (their calculator's energy and forces)."""
     model = ensemble_or_model
+    if not isinstance(model, (DeepPot, Ensemble)):
+        metrics = _predict_family(model, frames).metrics() if frames else {}
+        return {
+            "energy_rmse_meV_per_atom": metrics.get("energy_rmse_meV_per_atom", math.nan),
+            "force_rmse_meV_per_A": metrics.get("force_rmse_meV_per_A", math.nan),
+            "n_frames": len(frames),
+        }
     labeled = label_frames(frames, list(model.type_map), float(model.rcut_A))
     e, f = rmse_of_labeled(model, labeled)
     return {
@@ -196,6 +203,8 @@ def predict_frames(
     from eelt.model.deviation import force_deviation
 
     model = ensemble_or_model
+    if not isinstance(model, (DeepPot, Ensemble)):
+        return _predict_family(model, frames)
     labeled = label_frames(frames, list(model.type_map), float(model.rcut_A))
     dtype, device = _dtype(model), _device(model)
     energies, forces, devi = [], [], []
@@ -226,6 +235,37 @@ def predict_frames(
         ref_energy_eV=np.array([f.energy_eV for f in labeled], dtype=float),
         forces_eV_per_A=forces,
         ref_forces_eV_per_A=[f.forces_eV_per_A for f in labeled],
+        max_devi_f=np.array(devi, dtype=float),
+    )
+
+
+def _predict_family(ensemble, frames: Sequence[Atoms], chunk: int = 16) -> FramePredictions:
+    """:func:`predict_frames` for an ensemble of another model family, through its ``predict``
+    (eelt.model.family.FamilyEnsemble)."""
+    from eelt.model.deviation import force_deviation
+    from eelt.train.data import frame_labels
+
+    refs = [frame_labels(atoms, f"frame {i}") for i, atoms in enumerate(frames)]
+    energies, forces, devi = [], [], []
+    for first in range(0, len(frames), chunk):
+        group = list(frames[first : first + chunk])
+        out = ensemble.predict(group)
+        member_f = out["forces"].detach().double().cpu()
+        energy, force = out["energy"].detach().double().cpu().mean(0), member_f.mean(0)
+        atom_devi = force_deviation(member_f)
+        start = 0
+        for k, atoms in enumerate(group):
+            stop = start + len(atoms)
+            energies.append(float(energy[k]))
+            forces.append(force[start:stop].numpy())
+            devi.append(float(atom_devi[start:stop].max()) if len(atoms) else 0.0)
+            start = stop
+    return FramePredictions(
+        n_atoms=np.array([len(a) for a in frames], dtype=float),
+        energy_eV=np.array(energies, dtype=float),
+        ref_energy_eV=np.array([e for e, _, _ in refs], dtype=float),
+        forces_eV_per_A=forces,
+        ref_forces_eV_per_A=[np.asarray(f, dtype=float) for _, f, _ in refs],
         max_devi_f=np.array(devi, dtype=float),
     )
 
