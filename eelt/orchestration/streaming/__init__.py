@@ -74,7 +74,7 @@ Design, and why:
   goes on).
 - **Caps and diversity over a window**: a segment may choose at most max_candidates minus what
   the previous ``loop.window_segments - 1`` segments chose, diverse (farthest-point) against
-  those choices too (:mod:`eelt.orchestration.streaming.select`).
+  those choices too (:func:`eelt.examine.select.select_candidates` with the earlier ones).
 - **The UI**: progress through :mod:`eelt.orchestration.tracking` (a task per round's segments and per
   generation), and state.json rewritten as each generation lands (``iteration`` = generation),
   handed to the runner's ``state_written`` (the Prefect artifacts).
