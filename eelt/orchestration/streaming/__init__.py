@@ -119,6 +119,7 @@ def run_streaming(ctx, runner) -> dict[str, Any]:
         run_init(ctx, runner)
         scheduler = Scheduler(ctx, on_state=runner.state_written)
         scheduler.publish()
-        scheduler.run_to_end()
+        with timing.entered(lambda: f"streaming round {scheduler.closed}"):
+            scheduler.run_to_end()
     ctx.session = None
     return scheduler.publish()  # after the session: the run's wall time counts it
