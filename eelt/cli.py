@@ -88,9 +88,10 @@ def _stop_now(signum: int) -> None:
     from eelt.orchestration import lock, timing
     from eelt.orchestration.interrupt import end_descendants, exit_status
 
+    where = timing.interrupted_at() or timing.where()
+    timing.close_open_sessions(signum)  # ended at once, without unwinding: not recorded yet
     end_descendants()
     lock.release_all()
-    where = timing.interrupted_at() or timing.where()
     err.print(
         f"interrupted{f' at {where}' if where else ''}; run the same command to resume",
         highlight=False,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -103,6 +104,9 @@ def timed(directory: Path, stage: str, output: Path, slots: int, body: Callable[
     return result
 
 
+_open_sessions: list[Session] = []  # the sessions under way in this process
+
+
 class Session:
     """One ``run_loop`` call: appended to the run directory's ``timing.json`` when it ends (or
     is interrupted), so a run's wall time is the sum of its sessions."""
@@ -110,6 +114,8 @@ class Session:
     def __init__(self, root: Path):
         self.path = Path(root) / TIMING_FILE
         self.started, self.t0 = _now(), time.perf_counter()
+        self._closing = threading.Lock()
+        self._closed = False
 
     def __enter__(self) -> Session:
         _interrupted_at.clear()
@@ -118,22 +124,41 @@ class Session:
         record["running"] = {"started": self.started, "host": socket.gethostname(),
                              "pid": os.getpid()}  # fmt: skip
         atomic.write_json(self.path, record)
+        _open_sessions.append(self)
         return self
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.t0
 
     def __exit__(self, *exc) -> None:
-        record = atomic.read_json(self.path) if self.path.is_file() else {"sessions": []}
-        session = {"started": self.started, "wall_s": time.perf_counter() - self.t0,
-                   "ended": "interrupted" if exc[0] is not None else "finished"}  # fmt: skip
-        if exc[1] is not None and (signum := signal_of(exc[1])) is not None:
-            session["signal"] = signal.Signals(signum).name
-        if exc[0] is not None and (at := interrupted_at() or where()):
-            session["at"] = at
-        record["sessions"].append(session)
-        record.pop("running", None)
-        atomic.write_json(self.path, record)
+        signum = signal_of(exc[1]) if exc[1] is not None else None
+        self.close("interrupted" if exc[0] is not None else "finished", signum)
+
+    def close(self, ended: str, signum: int | None = None) -> None:
+        """Record the session as ``ended`` ("finished" or "interrupted", by ``signum`` if a
+        signal stopped it); only the first call writes."""
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+            record = atomic.read_json(self.path) if self.path.is_file() else {"sessions": []}
+            session = {"started": self.started, "wall_s": self.elapsed_s(), "ended": ended}
+            if signum is not None:
+                session["signal"] = signal.Signals(signum).name
+            if ended != "finished" and (at := interrupted_at() or where()):
+                session["at"] = at
+            record["sessions"].append(session)
+            record.pop("running", None)
+            atomic.write_json(self.path, record)
+        if self in _open_sessions:
+            _open_sessions.remove(self)
+
+
+def close_open_sessions(signum: int) -> None:
+    """Record every session under way in this process as interrupted by ``signum`` (a process
+    that ends at once, without unwinding)."""
+    for session in list(_open_sessions):
+        session.close("interrupted", signum)
 
 
 def busy_s(stage: str, report: dict[str, Any] | None) -> float:
