@@ -113,8 +113,10 @@ class StopOnSignals:
         if not isinstance(unraisable.exc_value, Stopped):
             self._previous_hook(unraisable)
             return
-        self._again = True
-        _thread.interrupt_main(unraisable.exc_value.signum)
+        self._again = True  # raised again in a moment, once this hook has returned
+        again = threading.Timer(0.05, _thread.interrupt_main, args=(unraisable.exc_value.signum,))
+        again.daemon = True
+        again.start()
 
 
 # multiprocessing's helpers ignore SIGTERM and end by themselves when this process exits

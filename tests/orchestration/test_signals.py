@@ -153,3 +153,66 @@ def test_sigint_twice_stops_a_run_on_threads_at_once(tmp_path):
     wait_for(proc, root, "init/label/report.json")
     line, stop_s = stop(proc, root, signal.SIGINT, twice=True)
     print(f"stopped in {stop_s:.2f} s: {line}")
+
+
+# --- the stop itself, in this process ---------------------------------------------------------
+
+
+@pytest.fixture
+def stop_on_signals():
+    from eelt.orchestration.interrupt import StopOnSignals
+
+    hard = []
+    with StopOnSignals(hard.append, grace_s=60) as stopper:
+        yield stopper, hard
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # given back
+
+
+def test_a_signal_raises_stopped_and_a_second_one_stops_at_once(stop_on_signals):
+    from eelt.orchestration.interrupt import Stopped, signal_of
+
+    stopper, hard = stop_on_signals
+    with pytest.raises(Stopped) as info:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    assert signal_of(info.value) == signal.SIGTERM and stopper.signum == signal.SIGTERM
+    assert isinstance(info.value, KeyboardInterrupt)  # libraries treat it as Ctrl-C
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.1)
+    assert hard == [signal.SIGINT]  # the hard stop, not a second exception
+
+
+def test_a_swallowed_stop_is_raised_again_before_the_next_stage(stop_on_signals, tmp_path):
+    from eelt.orchestration import timing
+    from eelt.orchestration.interrupt import Stopped
+
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    except BaseException:  # as a bare except in some library does
+        pass
+    ran = []
+    with pytest.raises(Stopped):
+        timing.timed(tmp_path, "train", tmp_path / "report.json", 1, lambda: ran.append(1))
+    assert ran == [] and timing.interrupted_at() == f"{tmp_path.name} train"
+
+
+def test_a_stop_in_a_weakref_callback_is_raised_again_without_a_trace(stop_on_signals, capfd):
+    import weakref
+
+    from eelt.orchestration.interrupt import Stopped
+
+    class Thing:
+        pass
+
+    def callback(ref):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.5)  # the handler raises here, where Python can only drop it
+
+    thing = Thing()
+    ref = weakref.ref(thing, callback)
+    with pytest.raises(Stopped):
+        del thing
+        time.sleep(5)
+    assert ref() is None
+    assert "Exception ignored" not in capfd.readouterr().err
