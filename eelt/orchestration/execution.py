@@ -146,6 +146,15 @@ def local_cluster(cfg: ExecutionConfig):
         )
 
 
+def _silence_dask() -> None:
+    """Nothing Dask says while an abandoned cluster closes reaches the console (closing a local
+    cluster restores the log level Dask had before it, so a level would not hold)."""
+    logger = logging.getLogger("distributed")
+    for handler in logger.handlers:
+        handler.addFilter(lambda record: False)
+    logger.propagate = False
+
+
 def _kill_local_workers(cluster) -> None:
     """A stopped run: end the local workers' processes at once (their jobs are abandoned; what
     they finished is on disk), so that closing the cluster neither waits for busy workers nor
@@ -199,8 +208,10 @@ def open_executor(cfg: ExecutionConfig, log_dir: Path | None = None) -> Iterator
             try:
                 yield client.get_executor()
             except BaseException as e:
-                if not isinstance(e, Exception) and cfg.kind == "local":
-                    _kill_local_workers(cluster)
+                if not isinstance(e, Exception):  # a signal: the cluster is abandoned
+                    _silence_dask()
+                    if cfg.kind == "local":
+                        _kill_local_workers(cluster)
                 raise
     finally:
         cluster.close()

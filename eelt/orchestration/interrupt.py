@@ -68,8 +68,10 @@ class StopOnSignals:
 
     ``hard_stop(signum)`` must end the process (e.g. :func:`os._exit` after
     :func:`end_descendants`); it runs on a second signal, or ``grace_s`` seconds after the first
-    if the process is still there. A :class:`Stopped` raised where Python can only print and drop
-    it (a weakref callback, a ``__del__``) is dropped silently and raised again at once."""
+    if the process is still there. A stop raised where Python can only print and drop it (a
+    weakref or garbage collector callback, a ``__del__``) is dropped silently and raised again at
+    once; so is a library's own exception for the signal (Prefect's ``TerminationSignal``, raised
+    by the SIGTERM handler Prefect installs while a flow runs)."""
 
     def __init__(self, hard_stop: Callable[[int], None], grace_s: float = GRACE_S):
         self.hard_stop = hard_stop
@@ -96,25 +98,34 @@ class StopOnSignals:
         _requested.clear()
 
     def _handle(self, signum: int, frame) -> None:
-        if self._again:
+        if self._again:  # a stop that Python dropped, delivered again
             self._again = False
             raise Stopped(self.signum or signum)
         if self.signum is not None:  # a second signal: stop now
             self.hard_stop(signum)
             return
+        self._note(signum)
+        raise Stopped(signum)
+
+    def _note(self, signum: int) -> None:
+        """The first signal: remember it, and start the clock of the hard stop."""
         self.signum = signum
         _requested.append(signum)
         self._watchdog = threading.Timer(self.grace_s, self.hard_stop, args=(signum,))
         self._watchdog.daemon = True
         self._watchdog.start()
-        raise Stopped(signum)
 
     def _unraisable(self, unraisable) -> None:
-        if not isinstance(unraisable.exc_value, Stopped):
+        signum = signal_of(unraisable.exc_value) if unraisable.exc_value is not None else None
+        if signum is None:
             self._previous_hook(unraisable)
             return
-        self._again = True  # raised again in a moment, once this hook has returned
-        again = threading.Timer(0.05, _thread.interrupt_main, args=(unraisable.exc_value.signum,))
+        if self.signum is None:  # a library's own handler raised it (Prefect's, for SIGTERM)
+            self._note(signum)
+        # delivered again in a moment, once this hook has returned, to whichever handler is
+        # installed then (ours raises Stopped; a library's raises its own exception again)
+        self._again = True
+        again = threading.Timer(0.05, _thread.interrupt_main, args=(signum,))
         again.daemon = True
         again.start()
 

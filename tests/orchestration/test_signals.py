@@ -216,3 +216,33 @@ def test_a_stop_in_a_weakref_callback_is_raised_again_without_a_trace(stop_on_si
         time.sleep(5)
     assert ref() is None
     assert "Exception ignored" not in capfd.readouterr().err
+
+
+class LibraryTermination(BaseException):
+    """As Prefect's TerminationSignal: a library's own exception for SIGTERM."""
+
+    def __init__(self, signal: int):
+        self.signal = signal
+
+
+def test_a_library_stop_that_python_drops_becomes_a_stop(stop_on_signals, capfd):
+    import weakref
+
+    from eelt.orchestration.interrupt import Stopped
+
+    stopper, hard = stop_on_signals
+
+    class Thing:
+        pass
+
+    def callback(ref):  # where a library's SIGTERM handler raised its exception
+        raise LibraryTermination(signal.SIGTERM)
+
+    thing = Thing()
+    ref = weakref.ref(thing, callback)
+    with pytest.raises(Stopped) as info:
+        del thing
+        time.sleep(5)
+    assert ref() is None and info.value.signum == signal.SIGTERM
+    assert stopper.signum == signal.SIGTERM and hard == []  # noted as the first signal
+    assert "Exception ignored" not in capfd.readouterr().err
