@@ -22,7 +22,7 @@ from tests.loop_config import cu_start, tiny_config
 
 INFO = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO ")  # eelt's progress lines in a pipe
 STOPPED = re.compile(
-    r"interrupted at (init|iter-000) (label|train|explore|examine|calibrate); "
+    r"interrupted at (init|iter-000)( label| train| explore| examine| calibrate)?; "
     r"run the same command to resume"
 )
 STOP_WITHIN_S = 15.0
