@@ -165,8 +165,11 @@ def kill_and_resume(tmp_path: Path, forkserver, trials: int, seed: int) -> None:
         a, b = got["records"][name], want["records"][name]
         assert a == b, (name, {k: (a.get(k), b.get(k)) for k in a if a.get(k) != b.get(k)})
     assert got["records"]["state.json"]["status"] == "max_iterations"
+    # a killed session leaves no record (one killed after its end may have written its own)
     sessions = json.loads((killed.root / "timing.json").read_text())["sessions"]
-    assert len(sessions) == 1 + sum(outcome == "ended" for _, outcome in outcomes)
+    n_ended = sum(outcome == "ended" for _, outcome in outcomes)
+    assert 1 + n_ended <= len(sessions) <= 2 + n_ended
+    assert {s["ended"] for s in sessions} == {"finished"}
     print(f"{n_killed} kills, {again} labels computed again:", outcomes)
 
 
