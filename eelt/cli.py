@@ -73,8 +73,52 @@ def _guard(fn, *args, **kwargs):
         for line in lines[:-1]:
             err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
         _fail(lines[-1])
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        from eelt.orchestration.interrupt import Stopped
+
+        if isinstance(e, Stopped):  # a run's own stop: _owning ends it
+            raise
         _fail("interrupted; run the same command again to resume", code=130)
+
+
+def _stop_now(signum: int) -> None:
+    """End a run stopped by ``signum``: every process it started, its lock, one line, exit
+    128 + signum (without waiting for threads or jobs in flight: their work is lost, finished
+    work is on disk)."""
+    from eelt.orchestration import lock, timing
+    from eelt.orchestration.interrupt import end_descendants, exit_status
+
+    where = timing.interrupted_at() or timing.where()
+    timing.close_open_sessions(signum)  # ended at once, without unwinding: not recorded yet
+    end_descendants()
+    lock.release_all()
+    err.print(
+        f"interrupted{f' at {where}' if where else ''}; run the same command to resume",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_status(signum))
+
+
+def _owning(root: Path, command: str, body):
+    """Run ``body()`` holding the lock of run directory ``root`` (refused: one line, exit 2,
+    nothing written), stopping on SIGTERM or SIGINT with one line and exit 143 or 130."""
+    from eelt.orchestration.interrupt import StopOnSignals, signal_of
+    from eelt.orchestration.lock import acquire
+
+    stop = StopOnSignals(_stop_now)
+    try:
+        with stop:
+            with _guard(acquire, root, command):
+                return body()
+    except BaseException as e:
+        signum = signal_of(e)
+        if signum is None:
+            raise
+        _stop_now(stop.signum or signum)
 
 
 @app.command()
@@ -114,7 +158,7 @@ def serve(
     the UI (or on a schedule) until Ctrl-C; each start runs or resumes the run directory."""
     from eelt.config import load_config
     from eelt.orchestration.preflight import preflight
-    from eelt.server import running_server
+    from eelt.server import healthy, running_server
 
     _setup_logging(False)
     cfg, base_dir = _guard(load_config, config)
@@ -127,6 +171,11 @@ def serve(
                 "eelt serve needs a Prefect server: start `eelt server` first (or set PREFECT_API_URL)"
             )
         os.environ["PREFECT_API_URL"] = api_url
+    elif not healthy(os.environ["PREFECT_API_URL"].rstrip("/")):
+        _fail(
+            f"the Prefect API at {os.environ['PREFECT_API_URL']} (PREFECT_API_URL) does not "
+            "answer: start it (`eelt server`), or unset PREFECT_API_URL to use a running `eelt server`"
+        )
     from flows.serve import serve as serve_deployment
 
     out.print(
@@ -210,15 +259,29 @@ def run(
     if fresh and (root / "eelt.yaml").exists():
         _fail(f"{root} already holds a run; drop --fresh to resume it or choose another --run-dir")
     from eelt.orchestration.preflight import preflight
-    from eelt.orchestration.tracking import tracking
     from eelt.terminal import console_tracker
 
     _guard(preflight, cfg, base_dir, root)  # before any server or cluster starts
     trackers = () if quiet else (console_tracker(err),)
-    if plain:
-        with tracking(*trackers):
-            state = _guard(_run_plain, cfg, base_dir, root)
+    state = _owning(root, "eelt run", lambda: _run(cfg, config, base_dir, root, plain, verbose,
+                                                   trackers))  # fmt: skip
+    if as_json:
+        print(json.dumps(state, indent=2))
+    elif quiet:
+        detail = state.get("status_detail")
+        out.print(
+            f"eelt run {state['name']}: {state['status']}" + (f" ({detail})" if detail else "")
+        )
     else:
+        _print_status(state)
+
+
+def _run(cfg, config: Path, base_dir: Path, root: Path, plain: bool, verbose: bool, trackers):
+    """The run, once its directory is held: through Prefect, unless ``plain`` or Prefect's API
+    does not answer (then plain, after one warning line)."""
+    from eelt.orchestration.tracking import tracking
+
+    if not plain:
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "eelt")
         if not os.environ.get("PREFECT_API_URL"):
@@ -230,23 +293,29 @@ def run(
         # the ephemeral server needs longer than Prefect's default on a busy 2-core machine
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
         from flows import eelt_run
+        from flows.connect import PrefectUnavailable, connect
 
         if not verbose:
             from flows.console import quiet_prefect_console
 
             quiet_prefect_console()
-        flow = eelt_run.with_options(flow_run_name=cfg.name)
+        try:
+            connect()
+        except PrefectUnavailable as e:
+            err.print(
+                f"[bold yellow]warning:[/] {e}; running without Prefect (as --plain: no flow "
+                "run in the UI). Start `eelt server` once (runs then use it), raise "
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or pass --plain",
+                highlight=False,
+                soft_wrap=True,
+            )
+            plain = True
+    if plain:
         with tracking(*trackers):
-            state = _guard(flow, str(config), str(root))
-    if as_json:
-        print(json.dumps(state, indent=2))
-    elif quiet:
-        detail = state.get("status_detail")
-        out.print(
-            f"eelt run {state['name']}: {state['status']}" + (f" ({detail})" if detail else "")
-        )
-    else:
-        _print_status(state)
+            return _guard(_run_plain, cfg, base_dir, root)
+    flow = eelt_run.with_options(flow_run_name=cfg.name)
+    with tracking(*trackers):
+        return _guard(flow, str(config), str(root))
 
 
 def _run_plain(cfg, base_dir: Path, root: Path) -> dict:
@@ -297,10 +366,32 @@ def status(
     from eelt.orchestration.rundir import RunDir
 
     state = _guard(RunDir(run_dir).read_state)
+    state = _with_holder(run_dir, state)
     if as_json:
         print(json.dumps(state, indent=2))
-    else:
-        _print_status(state)
+        return
+    _print_status(state)
+    if holder := state.get("held_by"):
+        from eelt.orchestration.lock import describe
+
+        out.print(f"in use now by {describe(holder)}", highlight=False, markup=False)
+
+
+def _with_holder(run_dir: Path, state: dict) -> dict:
+    """``state`` with the live process that holds the run directory (``held_by``), and the
+    session under way counted in its time (state.json's time is as of its last write)."""
+    from eelt.orchestration import timing
+    from eelt.orchestration.lock import gone_reason, read_holder
+
+    holder = read_holder(run_dir)
+    if holder is None or gone_reason(holder) is not None:
+        return state
+    state = {**state, "held_by": {k: v for k, v in holder.items() if k != "token"}}
+    running = timing.running_session(run_dir)
+    same = running and (running.get("host"), running.get("pid")) == (holder["host"], holder["pid"])
+    if same and state.get("time"):
+        state["time"] = timing.with_running_session(run_dir, state["time"], running["started"])
+    return state
 
 
 @app.command()
@@ -403,7 +494,9 @@ def baseline(
     from eelt.tools.baseline import TABLE_HEADER, run_baseline, table_rows
 
     _setup_logging(quiet)
-    report = _guard(run_baseline, run_dir, labels, data, seed)
+    report = _owning(
+        run_dir, "eelt baseline", lambda: _guard(run_baseline, run_dir, labels, data, seed)
+    )
     if as_json:
         print(json.dumps(report, indent=2))
         return

@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import logging
 
+# what Prefect logs when a signal stops a flow run ("Crash detected! Execution was aborted by a
+# termination signal."): the CLI says it in its own line
+SIGNAL_CRASH = ("aborted by a termination signal", "aborted by an interrupt signal")
+
 
 class PrefectConsoleFilter(logging.Filter):
     """Lets a Prefect record reach the console only when it is a warning or worse, carries no
-    traceback and is not about an error the CLI prints itself."""
+    traceback and is not about an error or a stop the CLI prints itself."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING or record.exc_info:
             return False
-        return "EeltError" not in record.getMessage()
+        message = record.getMessage()
+        return "EeltError" not in message and not any(s in message for s in SIGNAL_CRASH)
 
 
 def quiet_prefect_console() -> None:

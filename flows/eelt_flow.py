@@ -24,6 +24,7 @@ from eelt.errors import EeltError
 from eelt.orchestration import timing
 from eelt.orchestration.context import RunContext
 from eelt.orchestration.execution import open_executor
+from eelt.orchestration.lock import acquire
 from eelt.orchestration.runs import prepare_run, run_loop
 from eelt.orchestration.tracking import tracking
 from flows.artifacts import (
@@ -152,12 +153,15 @@ def eelt_run(config_path: str, run_dir: str | None = None) -> dict[str, Any]:
         eelt_log.setLevel(logging.INFO)
     config, base_dir = load_config(config_path)
     root = Path(run_dir) if run_dir else Path("runs") / config.name
-    run = prepare_run(config, base_dir, root)
-    with (
-        open_executor(config.execution, root / "logs") as executor,
-        tracking(ProgressArtifacts(config.name)),
-    ):
-        return run_loop(RunContext(run, executor), PrefectRunner(config.name, root))
+    # `eelt run` holds the lock already (taken again here, it nests); a flow run of `eelt serve`
+    # takes it here, so two flow runs never write one run directory
+    with acquire(root, "eelt serve (flow run)"):
+        run = prepare_run(config, base_dir, root)
+        with (
+            open_executor(config.execution, root / "logs") as executor,
+            tracking(ProgressArtifacts(config.name)),
+        ):
+            return run_loop(RunContext(run, executor), PrefectRunner(config.name, root))
 
 
 if __name__ == "__main__":

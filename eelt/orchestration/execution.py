@@ -146,12 +146,43 @@ def local_cluster(cfg: ExecutionConfig):
         )
 
 
+def _silence_dask() -> None:
+    """Nothing Dask says while an abandoned cluster closes reaches the console (closing a local
+    cluster restores the log level Dask had before it, so a level would not hold)."""
+    logger = logging.getLogger("distributed")
+    for handler in logger.handlers:
+        handler.addFilter(lambda record: False)
+    logger.propagate = False
+
+
+def _kill_local_workers(cluster) -> None:
+    """A stopped run: end the local workers' processes at once (their jobs are abandoned; what
+    they finished is on disk), so that closing the cluster neither waits for busy workers nor
+    lets them log the cancelled jobs."""
+    import signal
+
+    for nanny in list(cluster.workers.values()):
+        pid = getattr(nanny, "pid", None)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
 @contextmanager
 def open_executor(cfg: ExecutionConfig, log_dir: Path | None = None) -> Iterator[Executor]:
     """Yield an Executor for ``cfg`` and shut everything down afterwards."""
     if cfg.kind == "threads":
-        with ThreadPoolExecutor(max_workers=cfg.n_workers * cfg.threads_per_worker) as pool:
+        pool = ThreadPoolExecutor(max_workers=cfg.n_workers * cfg.threads_per_worker)
+        stopped = False
+        try:
             yield pool
+        except BaseException as e:
+            stopped = not isinstance(e, Exception)  # a signal: do not wait for jobs in flight
+            raise
+        finally:
+            pool.shutdown(wait=not stopped, cancel_futures=stopped)
         return
 
     from distributed import Client
@@ -174,6 +205,13 @@ def open_executor(cfg: ExecutionConfig, log_dir: Path | None = None) -> Iterator
             log.info(
                 "Dask scheduler %s, dashboard %s", client.scheduler.address, client.dashboard_link
             )
-            yield client.get_executor()
+            try:
+                yield client.get_executor()
+            except BaseException as e:
+                if not isinstance(e, Exception):  # a signal: the cluster is abandoned
+                    _silence_dask()
+                    if cfg.kind == "local":
+                        _kill_local_workers(cluster)
+                raise
     finally:
         cluster.close()

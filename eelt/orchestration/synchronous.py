@@ -319,10 +319,12 @@ def run_synchronous(ctx: RunContext, runner: StageRunner) -> dict[str, Any]:
     if (ctx.root / "stream").is_dir():
         raise EeltError(f"{ctx.root}: a streaming run; resume it with loop.mode streaming")
     with timing.Session(ctx.root) as ctx.session:
-        run_init(ctx, runner)
+        with timing.entered("init"):  # where a stop between stages leaves the run
+            run_init(ctx, runner)
         ctx.run.write_state(state(ctx))
         while (slot := next_slot(ctx)) is not None:
-            runner.iteration(slot.iteration, lambda s=slot: iterate(ctx, s, runner))
+            with timing.entered(f"iter-{slot.iteration:03d}"):
+                runner.iteration(slot.iteration, lambda s=slot: iterate(ctx, s, runner))
             ctx.run.write_state(current := state(ctx))
             runner.state_written(current)
     ctx.session = None

@@ -13,21 +13,67 @@ it is the loop's cost beyond its labels in one figure (1.0: nothing but DFT, all
 A run's wall time is the sum of its sessions (``timing.json`` in the run
 directory: each ``run_loop`` call from start to end), so an interrupted and resumed run counts
 the time it actually ran; time lost in a killed attempt of a stage is not in any stage's wall.
+A session stopped by a signal is recorded as interrupted (with the signal's name); one killed
+outright (SIGKILL, a node lost) leaves no record. While a session runs, :func:`where` names the
+stage it is in (for the line a stopped run prints).
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
 from eelt import atomic
+from eelt.orchestration.interrupt import check as check_stop
+from eelt.orchestration.interrupt import signal_of
 
 T = TypeVar("T")
 TIMING_FILE = "timing.json"
 KINDS = {"explore": "md", "label": "dft", "train": "training"}  # stage -> kind of job
+
+
+_places: list[str | Callable[[], str]] = []  # where the run is: stages entered, innermost last
+
+
+_interrupted_at: list[str] = []  # the innermost place a signal's exception left, if any
+
+
+def _text(place: str | Callable[[], str]) -> str:
+    return place() if callable(place) else place
+
+
+@contextmanager
+def entered(place: str | Callable[[], str]) -> Iterator[None]:
+    """Mark the run as in ``place`` (a text, or a function giving it when asked) for the
+    duration of the block; a ``KeyboardInterrupt`` (or another signal's ``BaseException``)
+    leaving it is remembered there (:func:`interrupted_at`)."""
+    _places.append(place)
+    try:
+        yield
+    except BaseException as e:
+        if not isinstance(e, Exception) and not _interrupted_at:
+            _interrupted_at.append(_text(place))
+        raise
+    finally:
+        _places.remove(place)
+
+
+def where() -> str | None:
+    """The innermost place the run is in ("iter-002 label"), or None outside every stage."""
+    return _text(_places[-1]) if _places else None
+
+
+def interrupted_at() -> str | None:
+    """Where an interrupt left the run ("iter-002 label"), or None if none did."""
+    return _interrupted_at[0] if _interrupted_at else None
 
 
 def _now() -> str:
@@ -46,7 +92,9 @@ def timed(directory: Path, stage: str, output: Path, slots: int, body: Callable[
     ``directory/timing.json``."""
     finished_before = Path(output).is_file()
     started, t0 = _now(), time.perf_counter()
-    result = body()
+    with entered(f"{Path(directory).name} {stage}"):
+        check_stop()  # a stop that some code swallowed: here, before a stage
+        result = body()
     if not finished_before:
         record = read(directory)
         record[stage] = {"started": started, "wall_s": time.perf_counter() - t0,
@@ -56,6 +104,9 @@ def timed(directory: Path, stage: str, output: Path, slots: int, body: Callable[
     return result
 
 
+_open_sessions: list[Session] = []  # the sessions under way in this process
+
+
 class Session:
     """One ``run_loop`` call: appended to the run directory's ``timing.json`` when it ends (or
     is interrupted), so a run's wall time is the sum of its sessions."""
@@ -63,20 +114,51 @@ class Session:
     def __init__(self, root: Path):
         self.path = Path(root) / TIMING_FILE
         self.started, self.t0 = _now(), time.perf_counter()
+        self._closing = threading.Lock()
+        self._closed = False
 
     def __enter__(self) -> Session:
+        _interrupted_at.clear()
+        record = atomic.read_json(self.path) if self.path.is_file() else {"sessions": []}
+        # the session under way, for `eelt status` (a killed session leaves it behind)
+        record["running"] = {"started": self.started, "host": socket.gethostname(),
+                             "pid": os.getpid()}  # fmt: skip
+        atomic.write_json(self.path, record)
+        _open_sessions.append(self)
         return self
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.t0
 
     def __exit__(self, *exc) -> None:
-        record = atomic.read_json(self.path) if self.path.is_file() else {"sessions": []}
-        record["sessions"].append(
-            {"started": self.started, "wall_s": time.perf_counter() - self.t0,
-             "ended": "interrupted" if exc[0] is not None else "finished"}
-        )  # fmt: skip
-        atomic.write_json(self.path, record)
+        signum = signal_of(exc[1]) if exc[1] is not None else None
+        self.close("interrupted" if exc[0] is not None else "finished", signum)
+
+    def close(self, ended: str, signum: int | None = None) -> None:
+        """Record the session as ``ended`` ("finished" or "interrupted", by ``signum`` if a
+        signal stopped it); only the first call writes."""
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+            record = atomic.read_json(self.path) if self.path.is_file() else {"sessions": []}
+            session = {"started": self.started, "wall_s": self.elapsed_s(), "ended": ended}
+            if signum is not None:
+                session["signal"] = signal.Signals(signum).name
+            if ended != "finished" and (at := interrupted_at() or where()):
+                session["at"] = at
+            record["sessions"].append(session)
+            record.pop("running", None)
+            atomic.write_json(self.path, record)
+        if self in _open_sessions:
+            _open_sessions.remove(self)
+
+
+def close_open_sessions(signum: int) -> None:
+    """Record every session under way in this process as interrupted by ``signum`` (a process
+    that ends at once, without unwinding)."""
+    for session in list(_open_sessions):
+        session.close("interrupted", signum)
 
 
 def busy_s(stage: str, report: dict[str, Any] | None) -> float:
@@ -135,6 +217,7 @@ def run_times(
     DFT's own wall time on ``slots`` worker slots (:func:`dft_figures`)."""
     record = read(root) or {"sessions": []}  # the run directory's: sessions
     run_wall = sum(s["wall_s"] for s in record["sessions"]) + running_s
+    n_sessions = len(record["sessions"]) + (running_s > 0)  # the one under way counts
     label_wall = sum(p["stage_wall_s"].get("label", 0.0) for p in parts)
     busy = {kind: sum(p["busy_s"][kind] for p in parts) for kind in KINDS.values()}
     worker_s = sum(p["worker_s"] for p in parts)
@@ -145,7 +228,7 @@ def run_times(
             stage_wall[stage] = stage_wall.get(stage, 0.0) + wall
     return {
         "run_wall_s": run_wall,
-        "n_sessions": len(record["sessions"]),
+        "n_sessions": n_sessions,
         "stage_wall_s": stage_wall,
         "busy_s": busy,
         "worker_s": worker_s,
@@ -155,3 +238,29 @@ def run_times(
         "wall_over_label_wall": run_wall / label_wall if label_wall else None,
         **dft_figures(run_wall, busy["dft"], slots),
     }
+
+
+def running_session(root: Path) -> dict[str, Any] | None:
+    """The session under way in run directory ``root`` as its start recorded it (started, host,
+    pid), or None; a killed session's record stays until the next session ends."""
+    return read(root).get("running")
+
+
+def with_running_session(root: Path, times: dict[str, Any], started: str) -> dict[str, Any]:
+    """A run's ``times`` (state.json's, written at the end of its last iteration) as they stand
+    now, with the session under way since ``started`` (UTC ISO time) counted: run wall, number of
+    sessions, and the run wall over the DFT and labeling walls."""
+    record = read(root) or {"sessions": []}
+    try:
+        running_s = (datetime.now(timezone.utc) - datetime.fromisoformat(started)).total_seconds()
+    except ValueError:
+        return times
+    run_wall = sum(s["wall_s"] for s in record["sessions"]) + max(running_s, 0.0)
+    times = {**times, "run_wall_s": run_wall, "n_sessions": len(record["sessions"]) + 1}
+    for ratio, wall in (
+        ("wall_over_label_wall", "label_wall_s"),
+        ("wall_over_dft_wall", "dft_wall_s"),
+    ):
+        if times.get(wall):
+            times[ratio] = run_wall / times[wall]
+    return times

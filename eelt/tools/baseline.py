@@ -360,13 +360,27 @@ def run_baseline(
     ``data``: an extra labeled extxyz to evaluate on; ``seed``: of the random draw (default
     examine.seed); ``executor``: for labels and training (default: the run's execution
     config). Writes ``root/baseline/`` (sets, ensembles, report.json, report.md,
-    force_rmse.png) and returns the report. RMSEs in meV/atom and meV/Angstrom.
+    force_rmse.png) and returns the report. RMSEs in meV/atom and meV/Angstrom. Holds the run
+    directory's lock (:mod:`eelt.orchestration.lock`) meanwhile: refused while a run writes it.
     """
-    from eelt.label import make_labeler
+    from eelt.orchestration.lock import acquire
 
     run = RunDir(root)
     if not run.exists():
         raise EeltError(f"{run.root}: not an eelt run directory (no eelt.yaml)")
+    with acquire(run.root, "eelt baseline"):
+        return _compare(run, labels, data, seed, executor)
+
+
+def _compare(
+    run: RunDir,
+    labels: Sequence[int] | None,
+    data: str | Path | None,
+    seed: int | None,
+    executor: Executor | None,
+) -> dict[str, Any]:
+    from eelt.label import make_labeler
+
     config = run.load_config()
     explored = explored_frames(run)
     # the initial data both arms share: the user's own frames and the labeled init frames

@@ -2,6 +2,8 @@
 resumed run adds a session and keeps the records of the stages that had finished."""
 
 import json
+import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -82,3 +84,37 @@ def test_an_interrupted_session_is_recorded(tmp_path):
         raise KeyboardInterrupt
     (session,) = json.loads((tmp_path / timing.TIMING_FILE).read_text())["sessions"]
     assert session["ended"] == "interrupted" and session["wall_s"] >= 0
+    assert session["signal"] == "SIGINT"  # what a KeyboardInterrupt stands for
+
+
+def test_a_session_records_where_a_signal_stopped_it_and_counts_while_it_runs(tmp_path):
+    from eelt.orchestration.interrupt import Stopped
+
+    with pytest.raises(Stopped), timing.Session(tmp_path) as session:
+        running = timing.running_session(tmp_path)
+        assert running["pid"] == os.getpid() and running["started"] == session.started
+        assert timing.run_times(tmp_path, [], running_s=2.0)["n_sessions"] == 1  # under way
+        assert timing.where() is None
+
+        def body():
+            assert timing.where() == "iter-003 label"
+            raise Stopped(signal.SIGTERM)
+
+        timing.timed(tmp_path / "iter-003", "label", tmp_path / "report.json", 1, body)
+    record = json.loads((tmp_path / timing.TIMING_FILE).read_text())
+    assert "running" not in record
+    (done,) = record["sessions"]
+    assert (done["ended"], done["signal"], done["at"]) == (
+        "interrupted",
+        "SIGTERM",
+        "iter-003 label",
+    )
+    assert timing.run_times(tmp_path, [])["n_sessions"] == 1
+    assert timing.interrupted_at() == "iter-003 label" and timing.where() is None
+
+
+def test_a_session_closed_at_once_is_recorded_once(tmp_path):
+    with timing.Session(tmp_path):
+        timing.close_open_sessions(signal.SIGTERM)  # a hard stop, from another thread
+    (session,) = json.loads((tmp_path / timing.TIMING_FILE).read_text())["sessions"]
+    assert session["signal"] == "SIGTERM" and session["ended"] == "interrupted"

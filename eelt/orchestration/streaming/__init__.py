@@ -116,9 +116,11 @@ def run_streaming(ctx, runner) -> dict[str, Any]:
             f"{ctx.root}: a synchronous run (iter-000/ exists); loop.mode streaming cannot resume it"
         )
     with timing.Session(ctx.root) as ctx.session:
-        run_init(ctx, runner)
+        with timing.entered("init"):  # where a stop between stages leaves the run
+            run_init(ctx, runner)
         scheduler = Scheduler(ctx, on_state=runner.state_written)
         scheduler.publish()
-        scheduler.run_to_end()
+        with timing.entered(lambda: f"streaming round {scheduler.closed}"):
+            scheduler.run_to_end()
     ctx.session = None
     return scheduler.publish()  # after the session: the run's wall time counts it

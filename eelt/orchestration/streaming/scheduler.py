@@ -31,6 +31,7 @@ from eelt.explore.walkers import Walker, choose_starts, stage_walkers, walker_jo
 from eelt.label.batch import check_failed_fraction, label_batch, training_hashes
 from eelt.orchestration import tracking
 from eelt.orchestration.context import RunContext
+from eelt.orchestration.interrupt import check as check_stop
 from eelt.orchestration.streaming.examine import walker_test_frames
 from eelt.orchestration.streaming.generation import generation_models, train_generation
 from eelt.orchestration.streaming.layout import CANDIDATES, LABELS, REPORT, TEST_FRAMES, StreamDir
@@ -534,6 +535,7 @@ class Scheduler:
     def run_to_end(self) -> None:
         """Schedule until the run ends; every finished piece of work is on disk as it lands."""
         self._check_settings()
+        stopped = False
         try:
             while True:
                 # everything found on disk is replayed before new work is submitted, so a
@@ -549,6 +551,7 @@ class Scheduler:
                 self._write_stream_state()
                 if self.done():
                     break
+                check_stop()  # a stop that some code swallowed
                 futures = {*self.segments, *self.labeling}
                 if self.training is not None:
                     futures.add(self.training[0])
@@ -562,11 +565,15 @@ class Scheduler:
                         self.labeled[self.labeling.pop(future)] = future.result()
                     else:
                         self._on_generation(future, *self.training[1:])
+        except KeyboardInterrupt:  # a signal: stop now, jobs in flight are lost (rerun on resume)
+            stopped = True
+            raise
         finally:
             for future in self.segments:  # segments past the end, or a failure: not needed
                 future.cancel()
-            self.drivers.shutdown(wait=True, cancel_futures=True)
-            wait(list(self.segments))
+            self.drivers.shutdown(wait=not stopped, cancel_futures=True)
+            if not stopped:
+                wait(list(self.segments))
             for task in self.round_tasks.values():
                 task.__exit__(None, None, None)
             self._write_stream_state()

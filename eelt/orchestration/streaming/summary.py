@@ -167,7 +167,7 @@ def _times(ctx, busy: dict[str, float]) -> dict[str, Any]:
     total = sum(busy.values())
     return {
         "run_wall_s": run_wall,
-        "n_sessions": len(record["sessions"]),
+        "n_sessions": len(record["sessions"]) + (session is not None),  # with the one under way
         "busy_s": busy,
         "worker_s": worker_s,
         "idle_s": max(worker_s - total, 0.0),
