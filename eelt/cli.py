@@ -435,12 +435,19 @@ def train(
     config: Annotated[
         Path | None, typer.Option(help="YAML with a 'train' section (and 'execution')")
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="model family: deeppot or mace (its defaults where the config has no "
+            "train.model section)"
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="only warnings and errors")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="the members' results as JSON")] = False,
 ) -> None:
     """Train an ensemble on a labeled dataset, outside the loop."""
     _setup_logging(quiet)
-    results = _guard(_train, data, out_dir, config)
+    results = _guard(_train, data, out_dir, config, model)
     if as_json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
         return
@@ -451,7 +458,10 @@ def train(
         )
 
 
-def _train(data: Path, out_dir: Path, config: Path | None):
+MODEL_FAMILIES = ("deeppot", "mace")
+
+
+def _train(data: Path, out_dir: Path, config: Path | None, model: str | None = None):
     import ase.io
     from ase.data import atomic_numbers
 
@@ -459,6 +469,8 @@ def _train(data: Path, out_dir: Path, config: Path | None):
     from eelt.orchestration.execution import open_executor
     from eelt.train import train_ensemble
 
+    if model is not None and model not in MODEL_FAMILIES:
+        raise EeltError(f"--model {model}: not one of {', '.join(MODEL_FAMILIES)}")
     if not data.is_file():
         raise EeltError(f"--data {data}: no such file")
     sections = {}
@@ -466,7 +478,20 @@ def _train(data: Path, out_dir: Path, config: Path | None):
         if not config.is_file():
             raise EeltError(f"--config {config}: no such file")
         sections = yaml.safe_load(config.read_text()) or {}
-    train_cfg = parse_section(TrainConfig, sections.get("train", {}), "train")
+    train_section = dict(sections.get("train") or {})
+    if model is not None:
+        model_section = dict(train_section.get("model") or {})
+        said = model_section.setdefault("kind", model)
+        if said != model:
+            raise EeltError(f"--model {model}: the config's train.model.kind is {said}")
+        train_section["model"] = model_section
+    train_cfg = parse_section(TrainConfig, train_section, "train")
+    base_model = getattr(train_cfg.model, "base_model", None)
+    if base_model is not None and config is not None:  # relative to the config file
+        where = str(config.parent.resolve() / Path(base_model).expanduser())
+        train_cfg = train_cfg.model_copy(
+            update={"model": train_cfg.model.model_copy(update={"base_model": where})}
+        )
     exec_cfg = parse_section(ExecutionConfig, sections.get("execution", {}), "execution")
     frames = ase.io.read(data, ":")
     type_map = sorted({s for a in frames for s in a.get_chemical_symbols()}, key=atomic_numbers.get)

@@ -14,7 +14,9 @@ import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -537,8 +539,9 @@ LabelConfig = Annotated[
 
 
 class ModelConfig(Section):
-    """DeepPot-SE (se_e2_a) hyper-parameters."""
+    """DeepPot-SE (se_e2_a) hyper-parameters (the model family when ``kind`` is absent)."""
 
+    kind: Literal["deeppot"] = Field(default="deeppot", description="the model family")
     rcut_A: PositiveFloat = Field(
         default=6.0, description="cutoff radius (A): farther atoms do not interact"
     )
@@ -579,13 +582,128 @@ class ModelConfig(Section):
         return self
 
 
+class MaceModelConfig(Section):
+    """A MACE model through mace-torch (ScaleShiftMACE), with its own training knobs: each member
+    trains alone (Adam with AMSGrad at ``lr``, an exponential moving average of the weights,
+    mace-torch's per-atom energy and force loss). Defaults measured for a 2-core CPU."""
+
+    kind: Literal["mace"] = Field(default="mace", description="the model family")
+    channels: PositiveInt = Field(
+        default=32, description="channels of each hidden irrep (mace-torch's num_channels)"
+    )
+    max_L: Annotated[int, Field(ge=0, le=3)] = Field(
+        default=1,
+        description="highest rotation order of the hidden features (0: invariant only, 1: "
+        "vectors too; mace-torch's max_L)",
+    )
+    max_ell: Annotated[int, Field(ge=1, le=4)] = Field(
+        default=3, description="highest order of the edges' spherical harmonics"
+    )
+    correlation: Annotated[int, Field(ge=1, le=4)] = Field(
+        default=3, description="body order of each message minus one (mace-torch's correlation)"
+    )
+    r_max_A: PositiveFloat = Field(
+        default=5.0, description="cutoff radius (A): farther atoms do not interact"
+    )
+    num_interactions: Annotated[int, Field(ge=1, le=4)] = Field(
+        default=2, description="message-passing layers (receptive field num_interactions x r_max_A)"
+    )
+    num_radial_basis: PositiveInt = Field(
+        default=8, description="Bessel functions of the radial embedding"
+    )
+    num_cutoff_basis: PositiveInt = Field(
+        default=5, description="order of the polynomial envelope that brings edges to 0 at r_max_A"
+    )
+    radial_MLP: list[PositiveInt] = Field(
+        default=[64, 64, 64],
+        min_length=1,
+        description="hidden widths of the MLP from radial features to tensor-product weights",
+    )
+    E0s: Literal["average"] | dict[str, float] = Field(
+        default="average",
+        description="isolated-atom energies (eV) per element: 'average' fits them by least "
+        "squares to the training frames' energies; or a mapping element -> eV. Recorded with "
+        "each member",
+    )
+    precision: Literal["float32", "float64"] = Field(
+        default="float64",
+        description="precision of the saved members (MD and evaluation run in it); training "
+        "runs in train.precision",
+    )
+    lr: PositiveFloat = Field(default=0.01, description="learning rate (Adam with AMSGrad)")
+    warm_lr: PositiveFloat = Field(
+        default=0.01, description="learning rate of a warm-started (fine-tuning) training"
+    )
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.99,
+        description="decay of the exponential moving average of the weights that is validated "
+        "and saved (0: the raw weights)",
+    )
+    energy_weight: Annotated[float, Field(ge=0)] = Field(
+        default=1.0, description="weight of the per-atom energy error (eV/atom)^2 in the loss"
+    )
+    forces_weight: Annotated[float, Field(ge=0)] = Field(
+        default=100.0, description="weight of the force error (eV/A)^2 in the loss"
+    )
+    batch_size: PositiveInt = Field(default=5, description="frames per optimisation step")
+    steps: PositiveInt = Field(
+        default=2000, description="optimisation steps of a training from scratch"
+    )
+    warm_steps: PositiveInt = Field(
+        default=500,
+        description="optimisation steps of a warm-started training (from the previous "
+        "ensemble's member, or from base_model)",
+    )
+    base_model: str | None = Field(
+        default=None,
+        description="a MACE model file (mace-torch's whole-module format, e.g. a foundation "
+        "model on disk) that every member of a first training fine-tunes from, for warm_steps "
+        "at warm_lr; its architecture replaces the fields above",
+    )
+
+    @field_validator("E0s", mode="before")
+    @classmethod
+    def _e0s(cls, value: object) -> object:
+        # one message instead of one per member of the union
+        if isinstance(value, dict):
+            for element, energy in value.items():
+                if isinstance(energy, bool) or not isinstance(energy, int | float):
+                    raise ValueError(f"{element}: got {energy!r}; expected a number (eV)")
+        elif value != "average":
+            raise ValueError(f"got {value!r}; expected 'average' or a mapping element -> eV")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> MaceModelConfig:
+        if self.energy_weight == 0 and self.forces_weight == 0:
+            raise ValueError("energy_weight and forces_weight are both 0: nothing to train on")
+        return self
+
+
+def _model_kind(value: object) -> str:
+    """The model family of a ``train.model`` section: its ``kind``, DeepPot-SE without one."""
+    if isinstance(value, dict):
+        return value.get("kind", "deeppot")
+    return getattr(value, "kind", "deeppot")
+
+
+ModelSection = Annotated[
+    Annotated[ModelConfig, Tag("deeppot")] | Annotated[MaceModelConfig, Tag("mace")],
+    Discriminator(_model_kind),
+]
+
+
 class TrainConfig(Section):
     """Ensemble training: Adam, exponential learning-rate decay, DeePMD-style loss prefactors."""
 
     ensemble_size: Annotated[int, Field(ge=2)] = Field(
         default=4, description="members of the ensemble (their spread is the deviation)"
     )
-    model: ModelConfig = Field(default=ModelConfig(), description="the model's hyper-parameters")
+    model: ModelSection = Field(
+        default=ModelConfig(),
+        description="the model family (kind: deeppot, the default; or mace) and its "
+        "hyper-parameters",
+    )
     steps: PositiveInt = Field(
         default=5000, description="optimisation steps of a training from scratch (warm: warm_steps)"
     )
@@ -863,7 +981,7 @@ class ConfigError(EeltError, ValueError):
     """A config that cannot be used; the message is one line per problem, naming the field."""
 
 
-UNION_TAGS = ("pyscf", "xtb", "emt", "metadynamics", "uncertainty", "plumed")
+UNION_TAGS = ("pyscf", "xtb", "emt", "metadynamics", "uncertainty", "plumed", "deeppot", "mace")
 
 
 def _describe(err: ValidationError) -> str:

@@ -5,68 +5,21 @@ previous ensemble, metrics.json and learning curves."""
 from __future__ import annotations
 
 import logging
-import math
 import os
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
 
-from eelt.atomic import read_json, write_json
 from eelt.config import TrainConfig
 from eelt.errors import EeltError
 from eelt.train.curves import plot_curves, read_curve
 from eelt.train.members import member_seed
+from eelt.train.records import known_results, previous_result, write_metrics
 from eelt.train.result import MemberResult, TrainingDiverged
 from eelt.train.stacked import train_stacked
 
 log = logging.getLogger(__name__)
-
-
-def _summary(results: list[MemberResult]) -> dict:
-    def stats(name: str) -> dict:
-        values = [getattr(r, name) for r in results if math.isfinite(getattr(r, name))]
-        if not values:
-            return {"mean": None, "max": None}
-        return {"mean": float(np.mean(values)), "max": float(np.max(values))}
-
-    return {
-        "n_members": len(results),
-        "members": [r.member for r in results],
-        "train_energy_rmse_meV_per_atom": stats("train_energy_rmse_meV_per_atom"),
-        "train_force_rmse_meV_per_A": stats("train_force_rmse_meV_per_A"),
-        "val_energy_rmse_meV_per_atom": stats("val_energy_rmse_meV_per_atom"),
-        "val_force_rmse_meV_per_A": stats("val_force_rmse_meV_per_A"),
-    }
-
-
-def _write_metrics(path: Path, results: dict[int, MemberResult]) -> None:
-    ordered = [results[m] for m in sorted(results)]
-    write_json(path, {"members": [r.to_dict() for r in ordered], "ensemble": _summary(ordered)})
-
-
-def _previous_result(
-    out_dir: Path, m: int, seed: int, known: dict[int, MemberResult]
-) -> MemberResult:
-    """Result of a member trained by an earlier call: from metrics.json, else from the last
-    row of its learning curve (a crash between checkpoint and metrics.json)."""
-    if m in known:
-        return known[m]
-    checkpoint = out_dir / f"model-{m}.pt"
-    curve = checkpoint.with_suffix(".csv")
-    rows = read_curve(curve) if curve.is_file() else []
-    last = rows[-1] if rows else {}
-    return MemberResult(
-        member=m,
-        checkpoint=str(checkpoint),
-        steps=int(last.get("step", 0)),
-        wall_s=float(last.get("wall_s", math.nan)),
-        train_energy_rmse_meV_per_atom=last.get("train_energy_rmse_meV_per_atom", math.nan),
-        train_force_rmse_meV_per_A=last.get("train_force_rmse_meV_per_A", math.nan),
-        val_energy_rmse_meV_per_atom=last.get("val_energy_rmse_meV_per_atom", math.nan),
-        val_force_rmse_meV_per_A=last.get("val_force_rmse_meV_per_A", math.nan),
-        seed=seed,
-    )
 
 
 def stack_groups(members: list[int], stacks: int | str, executor: Executor) -> list[list[int]]:
@@ -111,25 +64,28 @@ def train_ensemble(
     out_dir/metrics.json and out_dir/learning_curves.png; raises TrainingDiverged naming the
     members that diverged after the others finished. ``torch_threads`` per job; None: on a
     thread pool, its cores shared among the concurrent jobs (else the worker's setting).
+    A MACE ensemble (train.model.kind mace) trains one job per member instead
+    (eelt.train.mace.train_mace_ensemble).
     """
+    if train.model.kind == "mace":  # imported here: mace-torch takes seconds to import
+        from eelt.train.mace import train_mace_ensemble
+
+        return train_mace_ensemble(
+            data_files, out_dir, train, type_map, executor, init_dir, warm, torch_threads
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data_files = [str(f) for f in data_files]
     if warm and init_dir is None:
         raise ValueError("train_ensemble: warm=True needs init_dir (the previous ensemble)")
     metrics_path = out_dir / "metrics.json"
-    known: dict[int, MemberResult] = {}
-    if metrics_path.is_file():
-        for d in read_json(metrics_path).get("members", []):
-            r = MemberResult.from_dict(d)
-            if Path(r.checkpoint).name == f"model-{r.member}.pt":
-                known[r.member] = r
+    known = known_results(metrics_path)
 
     results: dict[int, MemberResult] = {}
     to_train = []
     for m in range(train.ensemble_size):
         if (out_dir / f"model-{m}.pt").is_file():
-            results[m] = _previous_result(out_dir, m, member_seed(train.seed, m), known)
+            results[m] = previous_result(out_dir, m, member_seed(train.seed, m), known)
         else:
             to_train.append(m)
     stacks = stack_groups(to_train, train.stacks, executor)
@@ -184,10 +140,10 @@ def train_ensemble(
                 else:
                     results[m] = r
             if results:
-                _write_metrics(metrics_path, results)
+                write_metrics(metrics_path, results)
 
     if results:
-        _write_metrics(metrics_path, results)
+        write_metrics(metrics_path, results)
         curves = {
             f"model-{m}": read_curve(out_dir / f"model-{m}.csv")
             for m in sorted(results)
@@ -225,8 +181,9 @@ def train_warm_or_fresh(
         )
     except TrainingDiverged as err:
         if not warm:
+            rate = "train.model.lr" if train.model.kind == "mace" else "train.start_lr"
             raise EeltError(
-                f"{what}: training diverged: {err}; lower train.start_lr or check the data"
+                f"{what}: training diverged: {err}; lower {rate} or check the data"
             ) from None
         log.warning("%s: warm start diverged (%s); training those members from scratch", what, err)
         return train_ensemble(data_files, out_dir, train, type_map, executor)
@@ -234,8 +191,10 @@ def train_warm_or_fresh(
 
 def training_busy_s(members: list[dict], cfg: TrainConfig, executor: Executor) -> float:
     """Worker seconds a training took: one job per stack, whose members each report the
-    stack's wall time (counted once)."""
+    stack's wall time (counted once); one job per member for MACE."""
     walls = {m["member"]: m.get("wall_s") or 0.0 for m in members}
     walls = {k: (0.0 if v != v else v) for k, v in walls.items()}  # NaN: trained earlier
+    if cfg.model.kind == "mace":
+        return float(sum(walls.values()))
     groups = stack_groups(sorted(walls), cfg.stacks, executor)
     return float(sum(max(walls[m] for m in group) for group in groups))

@@ -63,7 +63,8 @@ def test_sections_and_kinds_are_named_by_their_yaml_path():
         "explore.stages[].biases[].cvs[]",
         "label (every kind)",
         "label (kind: pyscf)",
-        "train.model",
+        "train.model (kind: deeppot)",
+        "train.model (kind: mace)",
         "loop",
         "execution",
     ):
