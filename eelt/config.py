@@ -625,14 +625,18 @@ class MaceModelConfig(Section):
         "squares to the training frames' energies; or a mapping element -> eV. Recorded with "
         "each member",
     )
+    # measured: a member trained on 50 ethanol frames, NVE 2000 x 0.5 fs at 300 K: energy
+    # drift 0.008 meV/atom/ps in float32 and in float64, 28 against 35 ms per step
     precision: Literal["float32", "float64"] = Field(
-        default="float64",
-        description="precision of the saved members (MD and evaluation run in it); training "
-        "runs in train.precision",
+        default="float32",
+        description="precision of the saved members (MD and evaluation run in it; float32 "
+        "conserves energy as float64 does, measured); training runs in train.precision",
     )
     lr: PositiveFloat = Field(default=0.01, description="learning rate (Adam with AMSGrad)")
+    # measured: member 0 of 50 ethanol frames fine-tuned on 100 for 500 steps, test force RMSE
+    # 33.2 -> 26.3 meV/A at 0.01, 25.9 at 0.005, 26.7 at 0.002 (one seed: about equal)
     warm_lr: PositiveFloat = Field(
-        default=0.01, description="learning rate of a warm-started (fine-tuning) training"
+        default=0.005, description="learning rate of a warm-started (fine-tuning) training"
     )
     ema_decay: Annotated[float, Field(ge=0, lt=1)] = Field(
         default=0.99,

@@ -231,6 +231,9 @@ def test_base_model_file_fine_tunes_from_the_same_weights(molecule_members, meth
     assert torch.equal(a["forces"], b["forces"]) and torch.equal(a["energy"], b["energy"])
     with pytest.raises(ValueError, match="no element N"):
         MaceMember.from_base_model(path, ["C", "N"], "float64")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "linear.model")
+    with pytest.raises(ValueError, match="cannot rebuild"):
+        MaceMember.from_base_model(tmp_path / "linear.model", ["C"], "float64")
 
 
 def test_warm_start_refuses_missing_files_and_elements(molecule_members, tmp_path):

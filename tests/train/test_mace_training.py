@@ -91,7 +91,7 @@ def test_training_beats_zero_forces_and_writes_its_records(trained):
     family = read_json(out_dir / "family.json")
     assert family["family"] == "mace" and family["type_map"] == ["Cu"]
     assert family["E0s_source"] == "average" and family["members"] == ["model-0.pt", "model-1.pt"]
-    assert family["precision"] == "float64"
+    assert family["precision"] == "float32"  # train.model.precision's default
     metrics = read_json(out_dir / "metrics.json")
     assert [m["member"] for m in metrics["members"]] == [0, 1]
     assert (out_dir / "learning_curves.png").is_file()
@@ -158,6 +158,36 @@ def test_warm_start_begins_from_the_previous_weights(trained, tmp_path):
     assert first["val_force_rmse_meV_per_A"] == pytest.approx(previous_rmse, rel=1e-3)
 
 
+def test_base_model_starts_every_member_with_E0s_refitted(trained, tmp_path):
+    from eelt.model.mace import MaceEnsemble, MaceMember
+    from eelt.train.mace import initial_member
+
+    data, frames, out_dir, _ = trained
+    base_path, _ = MaceEnsemble([MaceMember.load(out_dir / "model-0.pt")]).export(tmp_path / "x")
+    shifted = [a.copy() for a in frames]
+    for a, b in zip(shifted, frames, strict=True):  # a new reference: 1 eV per atom lower
+        a.calc = SinglePointCalculator(
+            a, energy=b.get_potential_energy() - 4, forces=b.get_forces()
+        )
+    train = tiny_train(base_model=str(base_path))
+    labels = [(a.get_potential_energy(), a.get_forces(), None) for a in shifted]
+    start = initial_member(train, ["Cu"], 5, shifted, labels, None, str(base_path))
+    base = MaceMember.from_base_model(base_path, ["Cu"], "float32")
+    # the base's E0s (fitted on the old reference) give way to a fit on the new frames
+    fitted = np.mean([a.get_potential_energy() / 4 for a in shifted])
+    assert start.E0s_eV["Cu"] == pytest.approx(fitted, abs=1e-5)
+    assert base.E0s_eV["Cu"] > fitted + 0.9
+    for name, value in base.module.state_dict().items():
+        if "atomic_energies" not in name:
+            assert torch.equal(start.module.state_dict()[name], value)
+
+    more = write_frames(tmp_path / "shifted.extxyz", shifted)
+    with ThreadPoolExecutor(2) as pool:
+        tuned = train_ensemble([str(more)], tmp_path / "tuned", train, ["Cu"], pool)
+    assert [r.steps for r in tuned] == [10, 10]
+    assert {r.init_from for r in tuned} == {str(base_path)}
+
+
 def test_a_nan_loss_is_reported_as_divergence(tmp_path):
     # energies of +-1e30 eV are finite labels whose squared error overflows float32
     data = write_frames(tmp_path / "bad.extxyz", cu_frames(6, seed=5, energy_offset_eV=1e30))
@@ -208,7 +238,6 @@ def test_trained_member_conserves_energy_in_nve(trained, precision):
     drift_meV = 1e3 * np.abs(totals - totals[0]).max()
     swing_meV = 1e3 * (np.max(kinetic) - np.min(kinetic)) / len(atoms)
     assert swing_meV > 10  # the atoms move: potential and kinetic energy trade
-    print(f"{precision}: drift {drift_meV:.4f} meV/atom, kinetic swing {swing_meV:.1f}")
     assert drift_meV < 1.0 and drift_meV < 0.05 * swing_meV, (drift_meV, swing_meV)
 
 

@@ -118,8 +118,13 @@ class MaceMember:
         module = torch.load(path, map_location="cpu", weights_only=False)
         if isinstance(module, Mapping):
             raise ValueError(f"base_model {path} is a checkpoint, not a whole MACE model")
-        module = single_head(module)
-        member = cls._rebuilt(architecture_of(module), module.state_dict(), precision)
+        try:
+            module = single_head(module)
+            member = cls._rebuilt(architecture_of(module), module.state_dict(), precision)
+        except (AttributeError, KeyError, RuntimeError, ValueError) as err:
+            raise ValueError(
+                f"base_model {path}: mace-torch cannot rebuild this model ({err})"
+            ) from None
         member.E0s_source = f"base_model {path}"
         member.check_elements(type_map, f"base_model {path}")
         return member
