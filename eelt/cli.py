@@ -596,13 +596,16 @@ def init_command(
         str | None,
         typer.Option(help="pyscf (default for molecules) | xtb (default for cells) | emt"),
     ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="model family: deeppot (default) | mace")
+    ] = None,
 ) -> None:
     """Write a commented first config for a structure, sized for a laptop."""
     from eelt.tools.init_config import write_init_config
 
-    path, chosen = _guard(write_init_config, structure, out_file, name, labeler)
+    path, chosen, family = _guard(write_init_config, structure, out_file, name, labeler, model)
     out.print(
-        f"wrote {path} (labeler {chosen}); check it with `eelt validate {path}`",
+        f"wrote {path} (labeler {chosen}, model {family}); check it with `eelt validate {path}`",
         highlight=False,
         markup=False,
     )

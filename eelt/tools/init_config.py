@@ -25,6 +25,7 @@ from ase.data import atomic_masses, atomic_numbers
 from eelt.errors import EeltError
 
 LABELERS = ("pyscf", "xtb", "emt")
+MODELS = ("deeppot", "mace")
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"  # RunConfig.name
 
 
@@ -107,6 +108,15 @@ def choose_labeler(facts: StructureFacts, labeler: str | None, structure: Path) 
             "cell; use --labeler xtb (GFN1-xTB) or emt"
         )
     return labeler
+
+
+def choose_model(model: str | None) -> str:
+    """The model family asked for, or the default; refused with one line if unknown."""
+    if model is None:
+        return "deeppot"
+    if model not in MODELS:
+        raise EeltError(f"--model {model!r}: not one of {', '.join(MODELS)}")
+    return model
 
 
 def _scalar(text: str) -> str:
@@ -205,7 +215,54 @@ def _stage(facts: StructureFacts, max_iterations: int, walkers: int) -> list:
     ]
 
 
-def config_text(structure_rel: str, facts: StructureFacts, name: str, labeler: str) -> str:
+def _train_section(model: str, facts: StructureFacts) -> str:
+    """The train section: a 4-member ensemble of the family, sized for a laptop."""
+    cell = facts.periodic or facts.partly_periodic
+    if model == "mace":
+        return _lines(
+            ("train:", "a 4-member MACE ensemble (mace-torch), fine-tuned each iteration"),
+            "  ensemble_size: 4",
+            "  model:",
+            "    kind: mace",
+            ("    r_max_A: 5.0", "cutoff; 2 layers see 10 A"),
+            ("    channels: 32", "mace-torch's num_channels; 64-128 on a GPU"),
+            ("    max_L: 1", "0: invariant features only (faster, less accurate)"),
+            ("    steps: 2000", "a training from scratch (about 3 min a member on 2 cores)"),
+            ("    warm_steps: 500", "each later iteration fine-tunes the previous members"),
+            ("    batch_size: 5", "frames per step"),
+        )
+    if cell:
+        sizes = ("    rcut_A: 5.0", "    rcut_smth_A: 1.0")
+        fitting, steps = "[64, 64]", ("1500", "600", "2", "5.0e-4", "1.0e-4")
+    else:
+        sizes = (
+            (
+                f"    rcut_A: {_rcut_A(facts):.1f}",
+                f"the molecule ({facts.max_distance_A:.1f} A across) + 1 A",
+            ),
+            "    rcut_smth_A: 0.5",
+        )
+        fitting, steps = "[64, 64, 64]", ("2000", "800", "4", "1.0e-3", "2.0e-4")
+    return _lines(
+        ("train:", "a 4-member DeepPot-SE ensemble, warm-started each iteration"),
+        "  ensemble_size: 4",
+        ("  model:", "small nets: a laptop budget (the defaults cost 3-4x)"),
+        *sizes,
+        "    embedding_widths: [16, 32]",
+        "    axis_neuron: 8",
+        f"    fitting_widths: {fitting}",
+        (f"  steps: {steps[0]}", "raise it on a cluster or GPU"),
+        f"  warm_steps: {steps[1]}",
+        f"  batch_size: {steps[2]}",
+        f"  start_lr: {steps[3]}",
+        "  stop_lr: 1.0e-5",
+        f"  warm_start_lr: {steps[4]}",
+    )
+
+
+def config_text(
+    structure_rel: str, facts: StructureFacts, name: str, labeler: str, model: str = "deeppot"
+) -> str:
     """The commented YAML of a first config for the structure (see the module docstring)."""
     cell = facts.periodic or facts.partly_periodic
     text = _header(facts, structure_rel)
@@ -234,21 +291,8 @@ def config_text(structure_rel: str, facts: StructureFacts, name: str, labeler: s
             ("  test_frames: 4", "held out each iteration: the true error"),
         )
         text += _label_section(labeler, facts)
+        text += _train_section(model, facts)
         text += _lines(
-            ("train:", "a 4-member DeepPot-SE ensemble, warm-started each iteration"),
-            "  ensemble_size: 4",
-            ("  model:", "small nets: a laptop budget (the defaults cost 3-4x)"),
-            "    rcut_A: 5.0",
-            "    rcut_smth_A: 1.0",
-            "    embedding_widths: [16, 32]",
-            "    axis_neuron: 8",
-            "    fitting_widths: [64, 64]",
-            ("  steps: 1500", "raise it on a cluster or GPU"),
-            "  warm_steps: 600",
-            "  batch_size: 2",
-            "  start_lr: 5.0e-4",
-            "  stop_lr: 1.0e-5",
-            "  warm_start_lr: 1.0e-4",
             ("loop:", "when the run stops, besides convergence"),
             "  max_iterations: 4",
         )
@@ -273,24 +317,8 @@ def config_text(structure_rel: str, facts: StructureFacts, name: str, labeler: s
             ("  test_frames: 4", "held out each iteration: the true error"),
         )
         text += _label_section(labeler, facts)
+        text += _train_section(model, facts)
         text += _lines(
-            ("train:", "a 4-member DeepPot-SE ensemble, warm-started each iteration"),
-            "  ensemble_size: 4",
-            ("  model:", "small nets: a laptop budget (the defaults cost 3-4x)"),
-            (
-                f"    rcut_A: {_rcut_A(facts):.1f}",
-                f"the molecule ({facts.max_distance_A:.1f} A across) + 1 A",
-            ),
-            "    rcut_smth_A: 0.5",
-            "    embedding_widths: [16, 32]",
-            "    axis_neuron: 8",
-            "    fitting_widths: [64, 64, 64]",
-            ("  steps: 2000", "raise it on a cluster or GPU"),
-            "  start_lr: 1.0e-3",
-            "  stop_lr: 1.0e-5",
-            "  warm_steps: 800",
-            "  warm_start_lr: 2.0e-4",
-            "  batch_size: 4",
             ("loop:", "when the run stops, besides convergence"),
             "  max_iterations: 6",
         )
@@ -308,20 +336,22 @@ def write_init_config(
     out: str | Path = "eelt.yaml",
     name: str | None = None,
     labeler: str | None = None,
-) -> tuple[Path, str]:
+    model: str | None = None,
+) -> tuple[Path, str, str]:
     """Write a first config for ``structure`` to ``out`` (never over an existing file); returns
-    the path and the labeler chosen."""
+    the path, the labeler and the model family chosen."""
     structure, out = Path(structure), Path(out)
     if out.exists():
         raise EeltError(f"{out}: exists; eelt init does not overwrite it (choose another --out)")
     facts = read_facts(structure)
     labeler = choose_labeler(facts, labeler, structure)
+    model = choose_model(model)
     name = default_name(structure) if name is None else name
     if not re.match(NAME_PATTERN, name):
         raise EeltError(f"--name {name!r}: use letters, digits, '_', '.' and '-' only")
     rel = Path(os.path.relpath(structure.resolve(), out.parent.resolve())).as_posix()
-    text = config_text(rel, facts, name, labeler)
+    text = config_text(rel, facts, name, labeler, model)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "x") as fh:  # exclusive: a file created meanwhile is not overwritten
         fh.write(text)
-    return out, labeler
+    return out, labeler, model

@@ -53,8 +53,21 @@ def test_water_molecule_config_loads_and_validates(water, tmp_path):
     assert [s.ensemble for s in cfg.explore.stages] == ["nvt", "nvt"]
     assert cfg.explore.stages[0].timestep_fs == 0.5  # hydrogen
     assert cfg.execution.kind == "local" and cfg.execution.n_workers == 2
+    assert cfg.train.model.kind == "deeppot"
     result = validate(config, tmp_path)
     assert result.exit_code == 0, result.output
+
+
+def test_model_mace_writes_a_mace_ensemble_that_validates(water, cu_cell, tmp_path):
+    for structure in (water, cu_cell):
+        config = tmp_path / f"{structure.stem}.yaml"
+        result = init(structure, "--out", config, "--model", "mace")
+        assert result.exit_code == 0, result.output
+        assert "model mace" in result.output
+        cfg, _ = load_config(config)
+        assert cfg.train.model.kind == "mace" and cfg.train.ensemble_size == 4
+        assert (cfg.train.model.steps, cfg.train.model.warm_steps) == (2000, 500)
+        assert validate(config, tmp_path).exit_code == 0
 
 
 def test_odd_electron_count_gets_spin_1(tmp_path):
@@ -91,6 +104,7 @@ def test_refusals_exit_2_with_one_line(water, tmp_path):
         ((tmp_path / "missing.xyz", "--out", tmp_path / "m.yaml"), "no such structure file"),
         ((water, "--out", tmp_path / "w.yaml", "--labeler", "vasp"), "not one of pyscf, xtb, emt"),
         ((water, "--out", tmp_path / "w.yaml", "--name", "a b"), "--name 'a b'"),
+        ((water, "--out", tmp_path / "w.yaml", "--model", "nequip"), "not one of deeppot, mace"),
     ]
     for args, message in cases:
         result = init(*args)
