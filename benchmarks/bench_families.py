@@ -73,13 +73,13 @@ def train_point(family: str, n: int, members: int, out_dir: Path) -> dict:
     return result
 
 
-def test_errors(models: Path) -> dict:
-    """RMSE of the ensemble's mean and of each member on the test file, overall and per
-    temperature: forces meV/A, energies meV/atom."""
+def test_errors(models: Path, test: Path = TEST) -> dict:
+    """RMSE of the ensemble's mean and of each member on the ``test`` file, overall and per
+    ``temperature_K`` of its frames: forces meV/A, energies meV/atom."""
     from eelt.model.families import load_ensemble
 
     ensemble = load_ensemble(models)
-    frames = ase.io.read(TEST, ":")
+    frames = ase.io.read(test, ":")
     energies, forces = [], []
     for start in range(0, len(frames), 16):
         out = ensemble.predict(frames[start : start + 16])
@@ -126,7 +126,9 @@ def main() -> None:
     for n in args.sizes:
         for family in args.families:
             r = train_point(family, n, args.members, args.out_dir)
-            per_t = " / ".join(f"{v:.1f}" for v in r["force_rmse_by_temperature_meV_per_A"].values())
+            per_t = " / ".join(
+                f"{v:.1f}" for v in r["force_rmse_by_temperature_meV_per_A"].values()
+            )
             members = ", ".join(f"{v:.1f}" for v in r["member_force_rmse_meV_per_A"])
             rows.append(
                 f"| {family} | {n} | {r['force_rmse_meV_per_A']:.1f} | {per_t} | {members} | "

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from eelt.config import ConfigError, load_config, parse_config
@@ -68,10 +70,17 @@ def test_load_config_errors(tmp_path):
         load_config(scalar)
 
 
-@pytest.mark.parametrize("example", ["water", "cu-emt", "ethanol-metad"])
-def test_examples_validate(example):
-    from pathlib import Path
+EXAMPLES = sorted(
+    p.parent.name for p in (Path(__file__).parent.parent / "examples").glob("*/eelt.yaml")
+)
 
+
+def test_every_example_is_checked():
+    assert {"water", "water-mace", "cu-emt", "ethanol-metad"} <= set(EXAMPLES)
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_examples_validate(example):
     from eelt.orchestration.rundir import read_structures
 
     path = Path(__file__).parent.parent / "examples" / example / "eelt.yaml"
