@@ -412,7 +412,15 @@ class ExamineConfig(Section):
         default=None,
         description="the force error the run aims at: where the calibration finds the true max "
         "atomic force error crossing it; a stage converges once the new ensemble's test force "
-        "RMSE is at or below it",
+        "RMSE (and its yardstick force RMSE, with a yardstick) is at or below it",
+    )
+    yardstick_data: list[str] = Field(
+        default=[],
+        description="the independent yardstick: labeled frames that no model of the run chose "
+        "(e.g. from your own MD, a torsion scan, a reference set), at the level of theory of "
+        "label, in any ase.io file with energies and forces or a DeePMD system folder; every "
+        "ensemble is measured on them and never trains on them (frozen into "
+        "data/yardstick.extxyz)",
     )
     converged_accurate_ratio: Annotated[float, Field(gt=0, le=1)] = Field(
         default=0.99, description="the accurate ratio at which a stage converges"

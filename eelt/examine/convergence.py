@@ -3,7 +3,8 @@ target, a stalled test error. Pure functions on the numbers the reports hold."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 # how a run ends (state.json "status"); "running" until one holds
 CONVERGED = "converged"
@@ -28,6 +29,19 @@ def error_converged(test_force_rmse_meV_per_A: float | None, target_eV_per_A: fl
     if test_force_rmse_meV_per_A is None or target_eV_per_A is None:
         return False
     return test_force_rmse_meV_per_A <= 1e3 * target_eV_per_A
+
+
+def checked_metrics(trained: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Of a training report's held-out errors, those a test-error target is checked against:
+    the ensemble's metrics on its test frames (frames its walkers found) or on the yardstick
+    (frames no model chose), whichever has the larger force RMSE, with ``source`` naming it;
+    None when neither has frames."""
+    found = [
+        {**trained[key], "source": key}
+        for key in ("test", "yardstick")
+        if (trained.get(key) or {}).get("force_rmse_meV_per_A") is not None
+    ]
+    return max(found, key=lambda m: m["force_rmse_meV_per_A"]) if found else None
 
 
 def stalled(new_rmse: float | None, old_rmse: float | None, min_improvement: float) -> bool:

@@ -96,7 +96,7 @@ def train_into(ctx: RunContext, out_dir, previous, data_files, n_new, test_files
     with tracking.task(f"{where}-train", f"{where}: train {k} members", k) as progress:
         report = train_generation(
             data_files, n_new, out_dir, previous, ctx.config.train, ctx.type_map,
-            ctx.train_executor, test_files, ctx.root, where,
+            ctx.train_executor, test_files, ctx.root, where, ctx.run.yardstick_files(),
         )  # fmt: skip
         progress.update(k)
     return report

@@ -27,6 +27,7 @@ class Inputs:
     starts: list[Atoms]
     stage_starts: dict[int, list[Atoms]] = field(default_factory=dict)
     user_data: list[Atoms] = field(default_factory=list)
+    yardstick: list[Atoms] = field(default_factory=list)
 
 
 def _labeler_problems(config: RunConfig, structures: list[Atoms]) -> list[str]:
@@ -144,11 +145,15 @@ def preflight(config: RunConfig, base_dir: Path, root: Path | None = None) -> In
             problems.append(f"explore: a stage has a plumed bias, but {why}")
     problems += _labeler_problems(config, [*starts, *(a for f in stage_starts.values() for a in f)])
     user_data = attempt(read_labeled_data, config.init.data, base_dir, type_map, default=[])
-    inputs = Inputs(config, starts, stage_starts, user_data)  # (nothing below writes)
+    yardstick = attempt(
+        read_labeled_data, config.examine.yardstick_data, base_dir, type_map,
+        "examine.yardstick_data", default=[],
+    )  # fmt: skip
+    inputs = Inputs(config, starts, stage_starts, user_data, yardstick)  # (nothing below writes)
     if root is not None and not problems:
         run = RunDir(root)
         if run.exists():
-            attempt(run.check_compatible, config, starts, user_data, stage_starts)
+            attempt(run.check_compatible, config, starts, user_data, stage_starts, yardstick)
     if problems:
         raise EeltError("\n".join(problems))
     return inputs

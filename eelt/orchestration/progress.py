@@ -107,7 +107,7 @@ def finished_iterations(run: RunDir, config: RunConfig) -> list[dict[str, Any]]:
     """One record per finished iteration (every stage done), oldest first: the examination
     report plus what the later stages found, and whether (and why) the iteration ended its
     stage."""
-    from eelt.examine.convergence import error_converged, stage_budget_end
+    from eelt.examine.convergence import checked_metrics, error_converged, stage_budget_end
 
     records, it = [], 0
     while (exam := run.read_report(run.stage_dir(it, "examine"))) is not None:
@@ -115,9 +115,9 @@ def finished_iterations(run: RunDir, config: RunConfig) -> list[dict[str, Any]]:
         if train is None:
             break
         stage = config.explore.stages[exam["stage"]]
-        test = train.get("test", {})
+        checked = checked_metrics(train) or {}
         converged = exam["converged"] or error_converged(
-            test.get("force_rmse_meV_per_A"), config.examine.target_force_error_eV_per_A
+            checked.get("force_rmse_meV_per_A"), config.examine.target_force_error_eV_per_A
         )
         n, hours = labels_used(run, stage_iterations(run, exam["stage"], it + 1))
         budget = stage_budget_end(n, hours, stage)
@@ -213,6 +213,7 @@ def state_row(
     segments), labels, training and calibration records."""
     explorer = calibration.get("explorer_test", {})
     test = trained.get("test", {})
+    yardstick = trained.get("yardstick", {})
     fit = calibration.get("calibration", {})
     return {
         "trust_lo_eV_per_A": selection.get("trust_lo_eV_per_A"),
@@ -237,8 +238,20 @@ def state_row(
         "test_force_rmse_meV_per_A": test.get("force_rmse_meV_per_A"),
         "test_force_mae_meV_per_A": test.get("force_mae_meV_per_A"),
         "test_energy_rmse_meV_per_atom": test.get("energy_rmse_meV_per_atom"),
+        "yardstick_force_rmse_meV_per_A": yardstick.get("force_rmse_meV_per_A"),
+        "yardstick_energy_rmse_meV_per_atom": yardstick.get("energy_rmse_meV_per_atom"),
         "calibration_spearman": fit.get("spearman"),
         "calibration_crossing_eV_per_A": fit.get("crossing_eV_per_A"),
+    }
+
+
+def yardstick_summary(run: RunDir) -> dict[str, Any]:
+    """The yardstick's size and the initial ensemble's errors on it (both schedules' state)."""
+    init = (run.read_report(run.init_dir("train")) or {}).get("yardstick", {})
+    return {
+        "n_yardstick_frames": len(run.yardstick()),
+        "init_yardstick_force_rmse_meV_per_A": init.get("force_rmse_meV_per_A"),
+        "init_yardstick_energy_rmse_meV_per_atom": init.get("energy_rmse_meV_per_atom"),
     }
 
 
@@ -293,6 +306,7 @@ def state(ctx) -> dict[str, Any]:
         "iterations": history,
         "n_init_labeled": init.get("n_labeled", 0),
         "n_user_frames": init.get("n_user_frames", 0),
+        **yardstick_summary(run),
         "n_train_labels": n_train,
         "n_test_labels": n_test,
         "n_labels": n_total,

@@ -25,6 +25,7 @@ CONFIG_FILE = "eelt.yaml"
 STATE_FILE = "state.json"
 STARTS_FILE = "starts.extxyz"
 USER_DATA_FILE = "user.extxyz"  # in data/: init.data, the user's own labeled frames
+YARDSTICK_FILE = "yardstick.extxyz"  # in data/: frames no model chose, never trained on
 REPORT = "report.json"
 
 
@@ -108,13 +109,16 @@ class RunDir:
         starts: list[Atoms],
         user_data: list[Atoms] = (),
         stage_starts: dict[int, list[Atoms]] | None = None,
+        yardstick: list[Atoms] = (),
     ) -> None:
-        """Freeze the resolved config, the start structures (the system's and each stage's own)
-        and the user's initial data."""
+        """Freeze the resolved config, the start structures (the system's and each stage's own),
+        the user's initial data and yardstick frames."""
         self.root.mkdir(parents=True, exist_ok=True)
         atomic.write_frames(self.root / STARTS_FILE, starts)
         if user_data:
             atomic.write_frames(self.user_data_file, list(user_data))
+        if yardstick:
+            atomic.write_frames(self.yardstick_file, list(yardstick))
         for stage, frames in (stage_starts or {}).items():
             atomic.write_frames(self.stage_starts_file(stage), frames)
         atomic.write_text(
@@ -130,9 +134,10 @@ class RunDir:
         starts: list[Atoms],
         user_data: list[Atoms] = (),
         stage_starts: dict[int, list[Atoms]] | None = None,
+        yardstick: list[Atoms] = (),
     ) -> None:
-        """Refuse to resume with a config whose science (or start structures, or initial data)
-        differs from the frozen one."""
+        """Refuse to resume with a config whose science (or start structures, initial data or
+        yardstick frames) differs from the frozen one."""
         frozen = self.load_config().science()
         new = config.science()
         diffs = sorted(_diff_keys(frozen, new))
@@ -140,6 +145,8 @@ class RunDir:
             diffs.append("system.structures (the structures themselves)")
         if not _same_structures(self.user_data(), list(user_data)):
             diffs.append("init.data (the frames themselves)")
+        if not _same_structures(self.yardstick(), list(yardstick)):
+            diffs.append("examine.yardstick_data (the frames themselves)")
         for stage, frames in (stage_starts or {}).items():
             if not _same_structures(self.stage_starts(stage), frames):
                 diffs.append(f"explore.stages.{stage}.starts (the structures themselves)")
@@ -166,6 +173,18 @@ class RunDir:
     def user_data(self) -> list[Atoms]:
         """The user's initial labeled frames (init.data), as frozen at the run's start."""
         return _frames_if_present(self.user_data_file)
+
+    @property
+    def yardstick_file(self) -> Path:
+        return self.data_dir / YARDSTICK_FILE
+
+    def yardstick(self) -> list[Atoms]:
+        """The independent yardstick: labeled frames that no model chose, never trained on."""
+        return _frames_if_present(self.yardstick_file)
+
+    def yardstick_files(self) -> list[Path]:
+        """The yardstick's file, in a list (empty without one)."""
+        return [self.yardstick_file] if self.yardstick_file.is_file() else []
 
     def stage_starts_file(self, stage: int) -> Path:
         return self.root / "starts" / f"stage-{stage}.extxyz"

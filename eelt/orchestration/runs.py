@@ -28,7 +28,7 @@ def prepare_run(config: RunConfig, base_dir: Path, root: Path) -> RunDir:
         run.update_resumable(config)
         log.info("resuming run in %s", root)
     else:
-        run.create(config, starts, user_data, stage_starts)
+        run.create(config, starts, user_data, stage_starts, inputs.yardstick)
         log.info("new run in %s", root)
     return run
 

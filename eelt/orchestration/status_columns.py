@@ -36,6 +36,8 @@ ACCURACY_COLUMNS = (
     ("new F", "test_force_rmse_meV_per_A", ".1f"),
     ("new E", "test_energy_rmse_meV_per_atom", ".2f"),
     ("tests", "n_test_frames_total", "d"),
+    ("yard. F", "yardstick_force_rmse_meV_per_A", ".1f"),
+    ("yard. E", "yardstick_energy_rmse_meV_per_atom", ".2f"),
     ("val F", "val_force_rmse_meV_per_A", ".1f"),
     ("Spearman", "calibration_spearman", ".2f"),
     ("cross", "calibration_crossing_eV_per_A", ".3g"),
@@ -43,7 +45,9 @@ ACCURACY_COLUMNS = (
 ACCURACY_CAPTION = (
     "F: force RMSE (meV/A), E: energy RMSE (meV/atom). explorer: the ensemble that "
     "explored (expl.), on that iteration's held-out frames; new: the ensemble trained in it, on "
-    "all held-out frames so far (tests); val: its members' validation frames. Spearman: "
+    "all held-out frames so far (tests); yard.: the same ensemble on the yardstick, frames no "
+    "model chose (examine.yardstick_data; - without one); val: its members' validation frames. "
+    "Spearman: "
     "rank correlation of max force deviation and true max atomic force error on the "
     "labeled frames; cross: the deviation (eV/A) where the fitted true error reaches "
     "examine.target_force_error_eV_per_A"
@@ -97,6 +101,12 @@ def labels_line(state: dict[str, Any]) -> str:
             else ""
         )
         + f"latest models: {state['models_dir']}"
+        + (
+            f"; yardstick: {state['n_yardstick_frames']} frames no model chose, the initial "
+            f"ensemble at {fmt(state.get('init_yardstick_force_rmse_meV_per_A'))} meV/A"
+            if state.get("n_yardstick_frames")
+            else ""
+        )
     )
 
 

@@ -17,25 +17,30 @@ import numpy as np
 from eelt.config import TrainConfig
 
 
-def heldout_errors(models_dir: Path, test_files: list[Path]) -> dict[str, Any]:
+def heldout_errors(
+    models_dir: Path, test_files: list[Path], yardstick_files: list[Path] = ()
+) -> dict[str, Any]:
     """Errors of the ensemble in ``models_dir`` on the frames of ``test_files`` (named
-    iter-NNN.extxyz): summed per file, so any union of them combines exactly, and over all."""
+    iter-NNN.extxyz): summed per file, so any union of them combines exactly, and over all;
+    with ``yardstick_files`` (frames no model chose), its errors on them too (``yardstick``)."""
     from eelt.model.families import load_ensemble
     from eelt.train.metrics import ErrorSums, predict_frames
 
-    if not test_files:
-        return {"test": ErrorSums().metrics(), "test_sums_by_iteration": {}}
+    out: dict[str, Any] = {"test": ErrorSums().metrics(), "test_sums_by_iteration": {}}
+    if not test_files and not yardstick_files:
+        return out
     ensemble = load_ensemble(models_dir)
-    by_file = {
-        Path(f).stem.removeprefix("iter-"): ErrorSums.of(
-            predict_frames(ensemble, ase.io.read(f, ":"))
-        )
-        for f in test_files
-    }
-    return {
-        "test": ErrorSums.total(by_file.values()).metrics(),
-        "test_sums_by_iteration": {k: v.to_dict() for k, v in by_file.items()},
-    }
+
+    def sums(path: Path) -> ErrorSums:
+        return ErrorSums.of(predict_frames(ensemble, ase.io.read(path, ":")))
+
+    by_file = {Path(f).stem.removeprefix("iter-"): sums(f) for f in test_files}
+    if by_file:
+        out["test"] = ErrorSums.total(by_file.values()).metrics()
+        out["test_sums_by_iteration"] = {k: v.to_dict() for k, v in by_file.items()}
+    if yardstick_files:
+        out["yardstick"] = ErrorSums.total([sums(f) for f in yardstick_files]).metrics()
+    return out
 
 
 def train_generation(
@@ -49,10 +54,12 @@ def train_generation(
     test_files: list[Path],
     root: Path,
     what: str,
+    yardstick_files: list[Path] = (),
 ) -> dict[str, Any]:
     """Train an ensemble into ``out_dir`` on ``data_files`` (``n_new`` of their frames new),
     warm from the models in ``previous`` (None: the first ensemble); with no new frame and a
     previous ensemble, train nothing: the report names the previous models (``skipped``).
+    The report holds its errors on the held-out ``test_files`` and ``yardstick_files``.
     Paths in the report are relative to ``root``; ``what`` names the generation in messages."""
     from eelt.train.trainer import train_warm_or_fresh, training_busy_s
 
@@ -61,7 +68,7 @@ def train_generation(
         return {
             "models_dir": str(previous.relative_to(root)),
             "skipped": "no new labels",
-            **heldout_errors(previous, test_files),
+            **heldout_errors(previous, test_files, yardstick_files),
             "wall_s": time.perf_counter() - t0,
         }
     n_frames = sum(len(ase.io.read(f, ":")) for f in data_files)
@@ -84,6 +91,6 @@ def train_generation(
         "val_force_rmse_meV_per_A": float(
             np.mean([m["val_force_rmse_meV_per_A"] for m in members])
         ),
-        **heldout_errors(out_dir, test_files),
+        **heldout_errors(out_dir, test_files, yardstick_files),
         "wall_s": time.perf_counter() - t0,
     }

@@ -127,6 +127,7 @@ def train_generation(
         files, len(train), out, generation_models(run.root, stream, generation - 1),
         ctx.config.train, ctx.type_map, ctx.train_executor,
         run.test_data_files(before=iteration + 1), run.root, f"generation {generation}",
+        run.yardstick_files(),
     )  # fmt: skip
     report = {
         "generation": generation,

@@ -27,8 +27,9 @@ class RoundNumbers:
 
     ``window``: the selection reports of the last ``loop.window_segments`` segments (oldest
     first), each with the ``generation`` that explored it and its ``stage``; ``exploring``: the
-    generation of this round's segments; ``newest_test``: the test metrics of the newest
-    generation finished before this round's end may look (None: none yet); ``labels``: labels
+    generation of this round's segments; ``newest_test``: the held-out metrics of the newest
+    generation finished before this round's end may look, those a target is checked against
+    (:func:`eelt.examine.convergence.checked_metrics`; None: none yet); ``labels``: labels
     spent (initial ones, and every candidate and test frame chosen so far); ``core_hours``: DFT
     core-hours of the labels held; ``pending``: candidates chosen since the last generation
     started; ``unseen``: candidates and test frames chosen since then (an end starts one last
@@ -88,7 +89,8 @@ def _stage_end(numbers: RoundNumbers, config: RunConfig, ratio: float | None):
         )
     ):
         rmse = numbers.newest_test["force_rmse_meV_per_A"]
-        return CONVERGED, f"test force RMSE {rmse:.1f} meV/A at the target"
+        source = numbers.newest_test.get("source", "test")
+        return CONVERGED, f"{source} force RMSE {rmse:.1f} meV/A at the target"
     if (
         budget := stage_budget_end(numbers.stage_labels, numbers.stage_core_hours, stage)
     ) is not None:

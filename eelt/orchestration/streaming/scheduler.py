@@ -24,6 +24,7 @@ from typing import Any
 from eelt import atomic
 from eelt.errors import EeltError
 from eelt.examine.calibration import calibrated_levels
+from eelt.examine.convergence import checked_metrics
 from eelt.examine.examination import Allowance, Classified, examine_frames
 from eelt.examine.trust import classify_frames, deviation_key, stage_trust_levels
 from eelt.explore.job import finished_walker, summary_path, walker_job
@@ -395,7 +396,7 @@ class Scheduler:
         recent = [s for (_, rr), s in self.selections.items() if rr > since]
         pending = sum(s["n_selected"] for s in recent)
         hours = self.init_core_hours + sum(rec["dft_core_hours"] for rec in self.labeled.values())
-        newest = self.generations.get(visible, {}).get("test") if visible else None
+        newest = checked_metrics(self.generations.get(visible, {})) if visible else None
         return RoundNumbers(
             window=window,
             exploring=self.generation_for_round(r),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from eelt.orchestration import timing
-from eelt.orchestration.progress import state_row
+from eelt.orchestration.progress import state_row, yardstick_summary
 from eelt.orchestration.streaming.layout import StreamDir
 
 
@@ -125,6 +125,7 @@ def state(ctx, stream: StreamDir) -> dict[str, Any]:
         "iterations": history,
         "n_init_labeled": n_init,
         "n_user_frames": init.get("n_user_frames", 0),
+        **yardstick_summary(run),
         "n_train_labels": n_train,
         "n_test_labels": n_test,
         "n_labels": n_train + n_test,
