@@ -12,7 +12,7 @@ import base64
 from pathlib import Path
 from typing import Any
 
-from eelt.orchestration.status_columns import time_line
+from eelt.orchestration.status_columns import labels_line, time_line
 
 MAX_IMAGE_BYTES = 2 * 2**20  # a larger PNG is named, not embedded
 
@@ -163,10 +163,7 @@ def history_markdown(state: dict[str, Any], plot: Path | None = None) -> str:
         "",
         f"{state.get('status_detail', '')}",
         "",
-        f"Labels: {state.get('n_labels', state['n_init_labeled'])} ({state['n_init_labeled']} "
-        f"initial, {state.get('n_train_labels', 0)} for training, {state.get('n_test_labels', 0)} "
-        f"held-out test frames), DFT {state.get('dft_core_hours', 0.0):.2f} core-hours; "
-        f"models: `{state['models_dir']}`",
+        "L" + labels_line(state)[1:],
         "",
         time_line(state),
         "",
@@ -175,9 +172,9 @@ def history_markdown(state: dict[str, Any], plot: Path | None = None) -> str:
         lines += [image_markdown(plot, "test force error against labels"), ""]
     lines += [
         "| iteration | stage | explored | accurate | candidate | failed | labeled + test | labels "
-        "total | explorer test F RMSE (meV/A) | new test F RMSE (meV/A) | val. F RMSE (meV/A) | "
-        "Spearman |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "total | explorer test F RMSE (meV/A) | new test F RMSE (meV/A) | yardstick F RMSE "
+        "(meV/A) | val. F RMSE (meV/A) | Spearman |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for h in state["iterations"]:
         lines.append(
@@ -186,12 +183,14 @@ def history_markdown(state: dict[str, Any], plot: Path | None = None) -> str:
             f"{h.get('n_test_labeled', 0)} | {h.get('labels_total', '-')} | "
             f"{fmt(h.get('explorer_test_force_rmse_meV_per_A'))} | "
             f"{fmt(h.get('test_force_rmse_meV_per_A'))} | "
+            f"{fmt(h.get('yardstick_force_rmse_meV_per_A'))} | "
             f"{fmt(h.get('val_force_rmse_meV_per_A'))} | {fmt(h.get('calibration_spearman'), '.2f')} |"
         )
     lines += [
         "",
         "Explorer test: the ensemble that explored, on that iteration's held-out frames; new "
         "test: the ensemble trained in it, on all held-out frames so far (the run's learning "
-        "curve: true error against labels).",
+        "curve: true error against labels); yardstick: the same ensemble on frames no model "
+        "chose (examine.yardstick_data; - without one).",
     ]
     return "\n".join(lines)
