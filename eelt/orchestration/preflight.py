@@ -115,6 +115,17 @@ def preflight(config: RunConfig, base_dir: Path, root: Path | None = None) -> In
         config = config.model_copy(
             update={"label": config.label.model_copy(update={"store": store})}
         )
+    base_model = getattr(config.train.model, "base_model", None)
+    if base_model is not None:  # frozen as an absolute path, so it means the same on resume
+        path = (base_dir / Path(base_model).expanduser()).resolve()
+        if not path.is_file():
+            problems.append(
+                f"train.model.base_model: {base_model}: no such file (looked in {base_dir})"
+            )
+        model = config.train.model.model_copy(update={"base_model": str(path)})
+        config = config.model_copy(
+            update={"train": config.train.model_copy(update={"model": model})}
+        )
     for k, frames in stage_starts.items():
         unknown = sorted({s for a in frames for s in a.get_chemical_symbols()} - set(type_map))
         if unknown:

@@ -44,6 +44,14 @@ def _config(tmp_path, **changes):
          ["system.type_map: ['O'] lacks ['H']"]),
         ({"init": {"data": ["mine.extxyz"]}}, ["init.data: mine.extxyz: no such file"]),
         (
+            {"examine": {"yardstick_data": ["ref.extxyz"]}},
+            ["examine.yardstick_data: ref.extxyz: no such file"],
+        ),
+        (
+            {"train": {"model": {"kind": "mace", "base_model": "off.model"}}},
+            ["train.model.base_model: off.model: no such file"],
+        ),
+        (
             {"explore": {"stages": [{"temperatures_K": [300], "ensemble": "npt",
                                      "pressures_bar": [1]}]}},
             ["explore.stages.0: ensemble 'npt' needs structures periodic"],
@@ -80,3 +88,17 @@ def test_a_good_config_validates_with_its_resolved_type_map(tmp_path):
     result = CliRunner().invoke(app, ["validate", str(_config(tmp_path))])
     assert result.exit_code == 0, result.output
     assert yaml.safe_load(result.output)["system"]["type_map"] == ["H", "O"]
+
+
+def test_a_relative_base_model_is_frozen_as_an_absolute_path(tmp_path):
+    from eelt.config import load_config
+    from eelt.orchestration.runs import prepare_run
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "off.model").write_bytes(b"a MACE model file")
+    path = _config(tmp_path, train={"model": {"kind": "mace", "base_model": "models/off.model"}})
+    cfg, base = load_config(path)
+    run = prepare_run(cfg, base, tmp_path / "run")
+    frozen = run.load_config().train.model.base_model
+    assert frozen == str((tmp_path / "models" / "off.model").resolve())
+    prepare_run(cfg, base, tmp_path / "run")  # the same config resumes
