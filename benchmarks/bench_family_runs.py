@@ -43,7 +43,11 @@ def rows(root: Path, heldout: Path) -> list[str]:
     wall_s = state["init_time"]["wall_s"]
     for it in state["iterations"]:
         wall_s += it["wall_s"]
-        errors = test_errors(root / f"iter-{it['iteration']:03d}" / "train", heldout)
+        # an iteration that labeled no candidate trained nothing: its report names the models
+        trained = json.loads(
+            (root / f"iter-{it['iteration']:03d}" / "train" / "report.json").read_text()
+        )
+        errors = test_errors(root / trained["models_dir"], heldout)
         own = it["test_force_rmse_meV_per_A"]
         out.append(_row(str(it["iteration"]), it["labels_total"], errors, own, wall_s))
     return out
