@@ -597,7 +597,10 @@ def init_command(
         typer.Option(help="pyscf (default for molecules) | xtb (default for cells) | emt"),
     ] = None,
     model: Annotated[
-        str | None, typer.Option(help="model family: deeppot (default) | mace")
+        str | None,
+        typer.Option(
+            help="model family: mace | deeppot (default: mace for a molecule, deeppot for a cell)"
+        ),
     ] = None,
 ) -> None:
     """Write a commented first config for a structure, sized for a laptop."""

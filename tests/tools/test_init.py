@@ -53,7 +53,7 @@ def test_water_molecule_config_loads_and_validates(water, tmp_path):
     assert [s.ensemble for s in cfg.explore.stages] == ["nvt", "nvt"]
     assert cfg.explore.stages[0].timestep_fs == 0.5  # hydrogen
     assert cfg.execution.kind == "local" and cfg.execution.n_workers == 2
-    assert cfg.train.model.kind == "deeppot"
+    assert cfg.train.model.kind == "mace"  # the default for a molecule
     result = validate(config, tmp_path)
     assert result.exit_code == 0, result.output
 
@@ -122,6 +122,7 @@ def test_emt_cu_config_runs_a_short_loop(cu_cell, tmp_path):
     config = tmp_path / "eelt.yaml"
     assert init(cu_cell, "--out", config, "--labeler", "emt").exit_code == 0
     data = yaml.safe_load(config.read_text())
+    assert data["train"]["model"].get("kind", "deeppot") == "deeppot"  # the default for a cell
     data["init"]["n_perturbed"] = 4
     stage = data["explore"]["stages"][0]
     stage.update(n_steps=30, dump_interval=5, max_iterations=1)
