@@ -13,6 +13,20 @@ def cu_start(directory: Path) -> Path:
     return path
 
 
+def labeled_cu(n: int, seed: int = 0, rattle_A: float = 0.05) -> list:
+    """``n`` Cu cells rattled by ``rattle_A`` (std, A), labeled with EMT (energy, forces, stress)."""
+    from ase.calculators.emt import EMT
+
+    frames = []
+    for k in range(n):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        atoms.rattle(rattle_A, seed=seed + k)
+        atoms.calc = EMT()
+        atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        frames.append(atoms)
+    return frames
+
+
 def tiny_config(structure: Path, **overrides) -> RunConfig:
     data = {
         "name": "cu-test",

@@ -7,7 +7,6 @@ import ase.io
 import numpy as np
 import pytest
 from ase.build import bulk
-from ase.calculators.emt import EMT
 
 from eelt.errors import EeltError
 from eelt.explore import read_trajectory
@@ -15,7 +14,7 @@ from eelt.orchestration.context import RunContext
 from eelt.orchestration.progress import Slot
 from eelt.orchestration.runs import prepare_run, run_loop
 from eelt.orchestration.synchronous import explore, explore_starts
-from tests.loop_config import cu_start, tiny_config
+from tests.loop_config import cu_start, labeled_cu, tiny_config
 
 TWO_STAGES = {
     "stages": [
@@ -119,23 +118,12 @@ def test_npt_stage_on_a_molecule_is_a_user_error(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def _labeled_cu(n, seed=0):
-    frames = []
-    for k in range(n):
-        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
-        atoms.rattle(0.05, seed=seed + k)
-        atoms.calc = EMT()
-        atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
-        frames.append(atoms)
-    return frames
-
-
 def test_user_data_as_the_only_initial_data(tmp_path):
     import dpdata
 
-    ase.io.write(tmp_path / "mine.extxyz", _labeled_cu(4))
+    ase.io.write(tmp_path / "mine.extxyz", labeled_cu(4))
     system = dpdata.LabeledSystem()
-    for atoms in _labeled_cu(3, seed=10):
+    for atoms in labeled_cu(3, seed=10):
         system.append(dpdata.LabeledSystem(atoms, fmt="ase/structure"))
     system.to("deepmd/npy", str(tmp_path / "mine-deepmd"))
     run, state = run_tiny(
@@ -147,7 +135,7 @@ def test_user_data_as_the_only_initial_data(tmp_path):
     assert init["n_requested"] == 0 and init["n_user_frames"] == 7
     user = ase.io.read(run.user_data_file, ":")
     assert len(user) == 7
-    ref = _labeled_cu(3, seed=10)
+    ref = labeled_cu(3, seed=10)
     np.testing.assert_allclose(user[4].get_forces(), ref[0].get_forces(), atol=1e-6)
     assert user[4].get_potential_energy() == pytest.approx(ref[0].get_potential_energy(), abs=1e-6)
     assert run.read_report(run.init_dir("train"))["n_frames"] == 7
@@ -165,7 +153,7 @@ def test_user_data_as_the_only_initial_data(tmp_path):
     ],
 )
 def test_bad_user_data_is_named(tmp_path, spoil, match):
-    frames = _labeled_cu(3)
+    frames = labeled_cu(3)
     spoil(frames[1])
     ase.io.write(tmp_path / "mine.extxyz", frames)
     cfg = tiny_config(cu_start(tmp_path), init={"data": ["mine.extxyz"]})

@@ -6,8 +6,6 @@ from concurrent.futures import ThreadPoolExecutor
 import ase.io
 import numpy as np
 import pytest
-from ase.build import bulk
-from ase.calculators.emt import EMT
 
 from eelt.errors import EeltError
 from eelt.examine.convergence import checked_metrics
@@ -16,20 +14,13 @@ from eelt.orchestration.context import RunContext
 from eelt.orchestration.runs import prepare_run, run_loop
 from eelt.orchestration.status_columns import labels_line
 from eelt.train.metrics import ErrorSums, predict_frames
-from tests.loop_config import cu_start, tiny_config
+from tests.loop_config import cu_start, labeled_cu, tiny_config
 from tests.orchestration.streaming.stream_config import streaming_config
 
 
 def hot_cu(n: int, seed: int = 0) -> list:
     """Cu cells rattled more than any perturbed copy of the run: frames its walkers never saw."""
-    frames = []
-    for k in range(n):
-        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
-        atoms.rattle(0.15, seed=seed + k)
-        atoms.calc = EMT()
-        atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
-        frames.append(atoms)
-    return frames
+    return labeled_cu(n, seed, rattle_A=0.15)
 
 
 def test_checked_metrics_is_the_worse_of_test_frames_and_yardstick():
