@@ -181,8 +181,10 @@ def outcome(
     last = records[-1] if records else None
     if last and last["converged"] and last["stage"] == len(stages) - 1:
         return CONVERGED, f"stage {last['stage']} converged", stage, count
+    k = config.loop.stall_iterations
+    ratios = [r["accurate_ratio"] for r in records[-k:]] if k else []
     end = run_budget_end(*labels_used(run), config.loop) or stall_end(
-        *stall_pair(run, config, records), config.loop, "iterations"
+        *stall_pair(run, config, records), ratios, config.loop, "iterations"
     )
     if end is not None:
         return *end, stage, count
