@@ -404,6 +404,13 @@ class ExamineConfig(Section):
     max_candidates: PositiveInt = Field(
         default=10, description="at most this many candidates labeled per iteration"
     )
+    edge_frames: bool = Field(
+        default=True,
+        description="when an examination finds fewer candidates than max_candidates, fill up "
+        "with edge frames: per walker trajectory, the last frame below trust_hi before the "
+        "deviation first crosses it (the first failed frame when it starts above), chosen as "
+        "the selection chooses candidates",
+    )
     selection: Literal["random", "diverse"] = Field(
         default="diverse",
         description="random: uniform without replacement (DP-GEN); diverse: farthest-point "

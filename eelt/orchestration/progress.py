@@ -225,6 +225,8 @@ def state_row(
         "candidate_ratio": selection.get("candidate_ratio") or 0.0,
         "failed_ratio": selection.get("failed_ratio") or 0.0,
         "n_selected": int(selection.get("n_selected", 0)),
+        # of those, edge frames: where walkers left the trusted region (examine.edge_frames)
+        "n_edge_frames": int(selection.get("n_edge_frames", 0)),
         "n_labeled": int(labeled.get("n_labeled", 0)),
         "n_test_labeled": int(labeled.get("n_test_labeled", 0)),
         "n_label_failed": int(labeled.get("n_failed", 0) + labeled.get("n_test_failed", 0)),
