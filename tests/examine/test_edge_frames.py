@@ -8,7 +8,7 @@ from ase.build import bulk
 from eelt import keys
 from eelt.config import ExamineConfig
 from eelt.examine.examination import Allowance, Classified, examine_frames
-from eelt.examine.select import edge_frames, trajectory_keys
+from eelt.examine.select import edge_frames
 from eelt.examine.trust import ACCURATE, CANDIDATE, FAILED, classify
 
 
