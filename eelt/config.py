@@ -321,6 +321,12 @@ class ExploreConfig(Section):
         description="a periodic walker stops when its cell volume grows or shrinks by more than "
         "this factor from its start; 0: off",
     )
+    max_temperature_factor: Annotated[float, Field(gt=1)] | None = Field(
+        default=2.0,
+        description="a walker stops when its kinetic temperature, a running mean over 100 MD "
+        "steps, exceeds this x its thermostat's target (K/K); judged only for walkers with at "
+        "least 30 degrees of freedom; None: off",
+    )
     max_restarts: Annotated[int, Field(ge=0)] = Field(
         default=2,
         description="a walker stopped by a guard starts again from its last good frame with new "
@@ -397,6 +403,13 @@ class ExamineConfig(Section):
     )
     max_candidates: PositiveInt = Field(
         default=10, description="at most this many candidates labeled per iteration"
+    )
+    edge_frames: bool = Field(
+        default=True,
+        description="when an examination finds fewer candidates than max_candidates, fill up "
+        "with edge frames: per walker trajectory, the last frame below trust_hi before the "
+        "deviation first crosses it (the first failed frame when it starts above), chosen as "
+        "the selection chooses candidates",
     )
     selection: Literal["random", "diverse"] = Field(
         default="diverse",
@@ -907,9 +920,16 @@ class LoopConfig(Section):
         default=None, description="DFT core-hour budget of the run (job wall time x threads)"
     )
     stall_iterations: PositiveInt | None = Field(
-        default=None,
-        description="the run ends 'stalled' when the new ensemble's test force RMSE improved by "
-        "no more than stall_min_improvement (a fraction) over this many iterations; None: off",
+        default=3,
+        description="the run ends 'stalled' when, over this many iterations (streaming: "
+        "generations), the accurate ratio stayed below stall_accurate_ratio and the new "
+        "ensemble's test force RMSE improved by no more than stall_min_improvement (a "
+        "fraction); None: off",
+    )
+    stall_accurate_ratio: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        default=0.05,
+        description="see stall_iterations: a run stalls only while the accurate ratio of each "
+        "of those iterations stays below this; None: the test force RMSE alone decides",
     )
     stall_min_improvement: Annotated[float, Field(ge=0, lt=1)] = Field(
         default=0.05,

@@ -84,13 +84,29 @@ def stage_budget_end(labels: int, core_hours: float, stage) -> End | None:
     return budget_end(labels, core_hours, stage.max_labels, stage.max_dft_core_hours, "its ")
 
 
-def stall_end(new_rmse: float | None, old_rmse: float | None, loop, per: str) -> End | None:
+def stall_end(
+    new_rmse: float | None,
+    old_rmse: float | None,
+    accurate_ratios: Sequence[float],
+    loop,
+    per: str,
+) -> End | None:
     """``loop.stall_iterations``: the newest ensemble's test force RMSE improved by no more than
     ``loop.stall_min_improvement`` on that of the one ``stall_iterations`` ``per`` (iterations,
-    generations) before?"""
+    generations) before, while every accurate ratio of those ``per`` (``accurate_ratios``)
+    stayed below ``loop.stall_accurate_ratio`` (None: the test error alone decides)?"""
+    if loop.stall_iterations is None:
+        return None
     if not stalled(new_rmse, old_rmse, loop.stall_min_improvement):
         return None
+    limit = loop.stall_accurate_ratio
+    ratios = list(accurate_ratios)
+    if limit is not None and (not ratios or max(ratios) >= limit):
+        return None
+    best = f", accurate ratio at most {max(ratios):.3f}" if ratios else ""
     return STALLED, (
-        f"test force RMSE improved by <= {loop.stall_min_improvement:.0%} over "
-        f"{loop.stall_iterations} {per}"
+        f"not learning: test force RMSE {old_rmse:.1f} -> {new_rmse:.1f} meV/A (improved by "
+        f"<= {loop.stall_min_improvement:.0%}) over {loop.stall_iterations} {per}{best}; "
+        "more candidates (examine.max_candidates), a smaller timestep or a lower temperature "
+        "may help (loop.stall_iterations: null runs on)"
     )

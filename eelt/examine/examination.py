@@ -1,6 +1,7 @@
 """The examination of a set of explored frames, the same for a synchronous iteration's frames
 and a streaming segment's: trust classes, held-out test frames drawn uniformly from the fresh
-frames, and at most a cap of diverse candidates among the fresh candidate frames.
+frames, and at most a cap of diverse candidates among the fresh candidate frames, filled up
+with edge frames (where walkers left the trusted region) when the candidates are too few.
 
 A frame is *fresh* when its label hash is not ``committed`` (in the training data, or chosen
 for labeling before) and it is the first frame with that hash. What the caller allows (the
@@ -21,7 +22,7 @@ from ase import Atoms
 from eelt import atomic, keys
 from eelt.config import ExamineConfig
 from eelt.examine.heldout import draw_test_frames
-from eelt.examine.select import select_candidates
+from eelt.examine.select import edge_frames, select_candidates, trajectory_keys
 from eelt.examine.trust import CANDIDATE, TRUST_CLASSES, TrustCounts
 
 CANDIDATES_FILE = "candidates.extxyz"
@@ -86,6 +87,19 @@ def examine_frames(
     cap = max(int(cap), 0)
     rng = np.random.default_rng([cfg.seed, *seed])
     chosen = select_candidates(frames, pool, cap, cfg.selection, rng, earlier=allowance.earlier)
+    edges = np.zeros(0, dtype=int)
+    if cfg.edge_frames and len(chosen) < cap:
+        # too few candidates (most frames failed, say): add where walkers left the trusted
+        # region, as diverse from what was chosen as the selection makes them
+        usable = np.zeros(len(frames), dtype=bool)
+        usable[fresh] = True
+        usable[list(held_out)] = False
+        edge_pool = np.setdiff1d(edge_frames(classes, trajectory_keys(frames), usable), chosen)
+        known = [*allowance.earlier, *(frames[i] for i in chosen)]
+        edges = select_candidates(
+            frames, edge_pool, cap - len(chosen), cfg.selection, rng, earlier=known
+        )
+        chosen = np.concatenate([chosen, edges]).astype(int)
     for frame, c in zip(frames, classes, strict=True):
         frame.info[keys.TRUST_CLASS] = TRUST_CLASSES[int(c)]
     atomic.write_frames(out_dir / CANDIDATES_FILE, [frames[i] for i in chosen])
@@ -96,6 +110,7 @@ def examine_frames(
         **classified.counts.to_dict(),
         "candidate_cap": cap,
         "n_selected": len(chosen),
+        "n_edge_frames": len(edges),
         "n_test_frames": len(test_idx),
         "test_frame_index": [int(i) for i in test_idx],
         "candidate_hashes": [hashes[i] for i in chosen],

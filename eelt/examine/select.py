@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -9,6 +10,7 @@ from ase import Atoms
 from vesin import ase_neighbor_list
 
 from eelt import keys
+from eelt.examine.trust import FAILED
 
 FINGERPRINT_RCUT_A = 5.0
 FINGERPRINT_BINS = 50
@@ -78,6 +80,39 @@ def _farthest_from(points: np.ndarray, known: np.ndarray, n: int) -> np.ndarray:
         min_dist = np.minimum(min_dist, np.linalg.norm(points - points[k], axis=1))
         min_dist[chosen] = -np.inf
     return np.array(chosen, dtype=int)
+
+
+def edge_frames(
+    classes: np.ndarray, trajectories: Sequence[Hashable], usable: np.ndarray | None = None
+) -> np.ndarray:
+    """Where walkers left the trusted region: per trajectory (frames with the same
+    ``trajectories`` key, in order), the last ``usable`` frame below trust_hi before its first
+    failed frame (trust class ``FAILED``), or, with none (a trajectory that starts failed, or
+    whose frames before are all labeled already), that first failed frame if usable.
+    Trajectories that never fail give none. ``usable``: a mask (None: every frame). Indices
+    into ``classes``, in order."""
+    classes = np.asarray(classes)
+    if len(trajectories) != len(classes):
+        raise ValueError(f"{len(trajectories)} trajectory keys for {len(classes)} frames")
+    usable = np.ones(len(classes), dtype=bool) if usable is None else np.asarray(usable, bool)
+    below: dict[Hashable, int] = {}  # the last usable frame below trust_hi of each trajectory
+    done: set[Hashable] = set()
+    edges = []
+    for i, (c, key) in enumerate(zip(classes, trajectories, strict=True)):
+        if key in done:
+            continue
+        if c == FAILED:
+            done.add(key)
+            if key in below or usable[i]:
+                edges.append(below.get(key, i))
+        elif usable[i]:
+            below[key] = i
+    return np.array(sorted(edges), dtype=int)
+
+
+def trajectory_keys(frames: list[Atoms]) -> list[tuple]:
+    """Each frame's trajectory: its walker and segment (a restart begins a new one)."""
+    return [(f.info.get(keys.WALKER), f.info.get(keys.SEGMENT, 0)) for f in frames]
 
 
 def select_candidates(

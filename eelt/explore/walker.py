@@ -7,7 +7,8 @@ carry no energy/forces labels: the model's prediction is kept only as ``info["mo
 (eV), so an explored frame is never mistaken for a DFT-labeled one.
 
 Guards stop a segment of the walker (non-finite forces, atoms too close, an atom gone, a
-collapsing cell, deviation above ``trust_hi`` for too long). With ``max_restarts`` the walker
+collapsing cell, a kinetic temperature far above the target, deviation above ``trust_hi`` for
+too long). With ``max_restarts`` the walker
 then starts again from its last good frame (the last dump that passed every guard and was at or
 below trust_hi) with new Maxwell-Boltzmann velocities from a new seed and, optionally, a smaller
 timestep, and runs on to ``n_steps``; every stop and restart is recorded in the summary.
@@ -29,7 +30,13 @@ from ase.md.velocitydistribution import Stationary, ZeroRotation
 from eelt import keys
 from eelt.atomic import write_frames
 from eelt.explore.dynamics import MDSettings, make_dynamics, set_target_temperature
-from eelt.explore.guards import cell_volume_change, closest_contact, isolated_atoms
+from eelt.explore.guards import (
+    KINETIC_WINDOW_STEPS,
+    cell_volume_change,
+    closest_contact,
+    isolated_atoms,
+    overheated,
+)
 from eelt.model.deviation import relative_max_devi_f
 
 MODEL_ENERGY = keys.MODEL_ENERGY
@@ -146,6 +153,7 @@ def run_walker(
     min_distance_fraction: float = 0.5,
     max_bond_fraction: float = 2.0,
     max_volume_ratio: float = 2.0,
+    max_temperature_factor: float | None = 2.0,
     max_restarts: int = 0,
     restart_timestep_factor: float = 1.0,
     plot: bool = False,
@@ -167,7 +175,9 @@ def run_walker(
     segment can go on from there). With ``relative_eps_eV_per_A`` each frame also
     records DeePMD's relative deviation ``max_devi_f_rel``; a segment stops after
     ``stop_after_failed_dumps`` dumps in a row above ``trust_hi_eV_per_A`` (absolute) or
-    ``trust_hi_relative`` (relative), whichever are given.
+    ``trust_hi_relative`` (relative), whichever are given. A segment also stops when its
+    kinetic temperature, a running mean over the last steps, exceeds ``max_temperature_factor``
+    x the target (None: off; see :func:`eelt.explore.guards.overheated`).
     """
     md = replace(
         md or MDSettings(), temperature_K=temperature_K, timestep_fs=timestep_fs,
@@ -204,6 +214,12 @@ def run_walker(
     if not (keep_momenta and atoms.has("momenta")):
         _draw_momenta(work, md.temperature_at(0.0), rng)
 
+    if max_temperature_factor is not None and not max_temperature_factor > 1:
+        raise ValueError(
+            f"max_temperature_factor must be > 1 or None, got {max_temperature_factor!r}"
+        )
+    dof = 3 * len(work) - sum(c.get_removed_dof(work) for c in work.constraints)
+    kinetic_K: list[float] = []  # per step of the current segment
     frames: list[Atoms] = []
     stops: list[dict] = []
     state = {"offset": 0, "failed_in_row": 0, "steps_run": 0, "segment": 0}
@@ -225,6 +241,12 @@ def run_walker(
             after_step(step() * md.timestep_fs)
         if md.temperature_end_K is not None:
             set_target_temperature(dyn, md.temperature_at(step() / max(n_steps, 1)))
+        if max_temperature_factor is not None and dof > 0:
+            kinetic_K.append(2.0 * work.get_kinetic_energy() / (dof * units.kB))
+            del kinetic_K[:-KINETIC_WINDOW_STEPS]
+            target = md.temperature_at(step() / max(n_steps, 1))
+            if (why := overheated(kinetic_K, target, max_temperature_factor, dof)) is not None:
+                raise _WalkerStop(f"{why} at step {step()}")
 
     def dump() -> None:
         nonlocal good
@@ -344,6 +366,7 @@ def run_walker(
         state["segment"] += 1
         state["offset"] = good.step
         state["failed_in_row"] = 0
+        kinetic_K.clear()
         rng = np.random.default_rng([seed, state["segment"]])
         timestep *= restart_timestep_factor
         work.set_cell(good.cell, scale_atoms=False)

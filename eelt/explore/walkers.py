@@ -143,6 +143,7 @@ def walker_job_kwargs(
         "min_distance_fraction": explore.min_distance_fraction,
         "max_bond_fraction": explore.max_bond_fraction,
         "max_volume_ratio": explore.max_volume_ratio,
+        "max_temperature_factor": explore.max_temperature_factor,
         "max_restarts": explore.max_restarts,
         "restart_timestep_factor": explore.restart_timestep_factor,
         "plot": plot,

@@ -181,8 +181,10 @@ def outcome(
     last = records[-1] if records else None
     if last and last["converged"] and last["stage"] == len(stages) - 1:
         return CONVERGED, f"stage {last['stage']} converged", stage, count
+    k = config.loop.stall_iterations
+    ratios = [r["accurate_ratio"] for r in records[-k:]] if k else []
     end = run_budget_end(*labels_used(run), config.loop) or stall_end(
-        *stall_pair(run, config, records), config.loop, "iterations"
+        *stall_pair(run, config, records), ratios, config.loop, "iterations"
     )
     if end is not None:
         return *end, stage, count
@@ -223,6 +225,8 @@ def state_row(
         "candidate_ratio": selection.get("candidate_ratio") or 0.0,
         "failed_ratio": selection.get("failed_ratio") or 0.0,
         "n_selected": int(selection.get("n_selected", 0)),
+        # of those, edge frames: where walkers left the trusted region (examine.edge_frames)
+        "n_edge_frames": int(selection.get("n_edge_frames", 0)),
         "n_labeled": int(labeled.get("n_labeled", 0)),
         "n_test_labeled": int(labeled.get("n_test_labeled", 0)),
         "n_label_failed": int(labeled.get("n_failed", 0) + labeled.get("n_test_failed", 0)),

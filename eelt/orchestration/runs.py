@@ -44,6 +44,10 @@ def run_loop(ctx: RunContext, runner: StageRunner | None = None) -> dict[str, An
         from eelt.orchestration.synchronous import run_synchronous
 
         state = run_synchronous(ctx, runner)
+    from eelt.examine.convergence import STALLED
+
+    if state["status"] == STALLED:  # the one line that says the run did not learn
+        log.warning("run %s stalled: %s", state["name"], state["status_detail"])
     log.info(
         "run %s: %s (%s); models in %s",
         state["name"], state["status"], state["status_detail"], state["models_dir"],

@@ -207,10 +207,11 @@ def examine(ctx: RunContext, slot: Slot) -> dict[str, Any]:
     }
     log.info(
         "iteration %d: trust levels %.3g / %.3g %s (%s); accurate %.3f, candidate %.3f, "
-        "failed %.3f; %d candidates and %d test frames to label",
+        "failed %.3f; %d candidates (%d edge frames) and %d test frames to label",
         slot.iteration, lo, hi, "(relative)" if cfg.deviation == "relative" else "eV/A",
         levels["trust_source"], counts.accurate_ratio, counts.candidate_ratio,
-        counts.failed_ratio, report["n_selected"], report["n_test_frames"],
+        counts.failed_ratio, report["n_selected"], report["n_edge_frames"],
+        report["n_test_frames"],
     )  # fmt: skip
     ctx.run.write_report(out, report)
     return report

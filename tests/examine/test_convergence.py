@@ -31,3 +31,28 @@ def test_stalled_when_improvement_below_the_fraction():
 
 def test_budget():
     assert over_budget(10, 10) and not over_budget(9, 10) and not over_budget(1e9, None)
+
+
+def _loop(**kw):
+    from eelt.config import LoopConfig
+
+    return LoopConfig(**kw)
+
+
+def test_stall_end_is_on_by_default_and_needs_a_low_accurate_ratio():
+    from eelt.examine.convergence import STALLED, stall_end
+
+    loop = _loop()
+    assert loop.stall_iterations == 3 and loop.stall_accurate_ratio == 0.05
+    status, why = stall_end(1800.0, 1850.0, [0.0, 0.0, 0.01], loop, "iterations")
+    assert status == STALLED
+    assert "1850.0 -> 1800.0 meV/A" in why and "over 3 iterations" in why
+    # the test error fell by more than stall_min_improvement (5%): learning
+    assert stall_end(1700.0, 1850.0, [0.0, 0.0, 0.0], loop, "iterations") is None
+    # one iteration with walkers mostly accurate: not stalled (cu-emt's flat test error)
+    assert stall_end(58.4, 59.7, [0.05, 0.56, 0.76], loop, "iterations") is None
+    assert stall_end(1800.0, 1850.0, [], loop, "iterations") is None
+    # the test error alone, or off
+    alone = _loop(stall_accurate_ratio=None)
+    assert stall_end(58.4, 59.7, [0.5, 0.56, 0.76], alone, "iterations")[0] == STALLED
+    assert stall_end(1800.0, 1850.0, [0.0], _loop(stall_iterations=None), "x") is None

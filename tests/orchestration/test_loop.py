@@ -287,11 +287,12 @@ def test_core_hour_budget(tmp_path):
 
 def test_stalled_test_error_ends_the_run(tmp_path):
     # asking for a 99% lower test error every iteration: the first comparison stalls
-    run, state = run_tiny(
-        tmp_path, loop={"max_iterations": 3, "stall_iterations": 1, "stall_min_improvement": 0.99}
-    )
+    # (whatever the accurate ratio: stall_accurate_ratio None)
+    loop = {"max_iterations": 3, "stall_iterations": 1, "stall_min_improvement": 0.99}
+    run, state = run_tiny(tmp_path, loop={**loop, "stall_accurate_ratio": None})
     assert state["status"] == "stalled" and len(state["iterations"]) == 1
-    cfg = tiny_config(cu_start(tmp_path), loop={"max_iterations": 2})
+    assert state["status_detail"].startswith("not learning: test force RMSE")
+    cfg = tiny_config(cu_start(tmp_path), loop={"max_iterations": 2, "stall_iterations": None})
     prepare_run(cfg, tmp_path, run.root)  # without the stall criterion the run goes on
     from concurrent.futures import ThreadPoolExecutor
 
@@ -375,3 +376,23 @@ def test_relative_deviation_drives_the_examination(tmp_path):
     frames = [f for p in run.explored_files(0) for f in read_trajectory(p)]
     rel = np.array([f.info["max_devi_f_rel"] for f in frames])
     assert exam["n_accurate"] == int((rel < 1e-4).sum())
+
+
+def test_a_run_that_does_not_learn_labels_edge_frames_and_ends_stalled(tmp_path, caplog):
+    # trust levels so low that every explored frame but the start is failed (1 of 7 accurate),
+    # and a test error that must fall 99%: the default stall_iterations (3) ends the run
+    examine = {"trust_lo_eV_per_A": 0.0005, "trust_hi_eV_per_A": 0.001, "max_candidates": 3}
+    loop = {"max_iterations": 4, "stall_min_improvement": 0.99, "stall_accurate_ratio": 0.2}
+    with caplog.at_level("WARNING", logger="eelt"):
+        run, state = run_tiny(tmp_path, examine=examine, loop=loop)
+    assert state["status"] == "stalled" and len(state["iterations"]) == 3
+    for it in range(3):
+        exam = run.read_report(run.stage_dir(it, "examine"))
+        # no candidate at all: every frame labeled for training is an edge frame
+        assert exam["failed_ratio"] > 0.8 and exam["n_candidate"] == 0
+        assert exam["n_selected"] == exam["n_edge_frames"] >= 1
+    assert all(h["n_edge_frames"] >= 1 for h in state["iterations"])
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [w for w in warnings if "stalled" in w] == [
+        f"run cu-test stalled: {state['status_detail']}"
+    ]

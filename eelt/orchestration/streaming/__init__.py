@@ -67,7 +67,8 @@ Design, and why:
   ``max_dft_core_hours``, ``loop.max_iterations`` (generations started), and
   ``loop.stall_iterations`` (the newest generation's test force RMSE improved by no more than
   stall_min_improvement on that of the generation stall_iterations before, on the older one's
-  test frames). An end still starts one last generation for what no generation has seen yet
+  test frames, while the generations in between explored with an accurate ratio below
+  stall_accurate_ratio). An end still starts one last generation for what no generation has seen yet
   (trained if there are new candidates, else only measured on the new test frames), then
   waits for it. ``label.max_failed_fraction`` is checked over each generation's labels before
   it trains: above it the run stops with one line (labels kept; a resume with a higher limit

@@ -41,7 +41,8 @@ class RoundNumbers:
     selections), ``stage_ending`` (an earlier close already ended it: the round ran before that
     decision could reach it), ``newest_covers_stage`` (the newest generation has test frames of
     this stage). ``stall``: (newest, older) test force RMSE on the same frames for
-    ``loop.stall_iterations``, None where there is no such pair.
+    ``loop.stall_iterations``, None where there is no such pair; ``stall_ratios``: the accurate
+    ratios of the generations that explored in between (older one first).
     """
 
     window: list[dict[str, Any]]
@@ -59,6 +60,7 @@ class RoundNumbers:
     stage_ending: bool = False
     newest_covers_stage: bool = True
     stall: tuple[float | None, float | None] = (None, None)
+    stall_ratios: tuple[float, ...] = ()
 
 
 def window_accurate_ratio(
@@ -130,7 +132,7 @@ def close_round(round_: int, numbers: RoundNumbers, config: RunConfig) -> dict[s
         )
     else:
         end = run_budget_end(numbers.labels, numbers.core_hours, loop) or stall_end(
-            *numbers.stall, loop, "generations"
+            *numbers.stall, numbers.stall_ratios, loop, "generations"
         )
     trigger = None
     if numbers.pending >= loop.generation_labels or (

@@ -413,7 +413,22 @@ class Scheduler:
             stage_ending=s in self.stages_ended,
             newest_covers_stage=visible > 0 and self.triggers[visible - 1] >= self.stage_begins[s],
             stall=self._stall_pair(visible),
+            stall_ratios=self._stall_ratios(visible),
         )
+
+    def _stall_ratios(self, newest: int) -> tuple[float, ...]:
+        """The accurate ratio of each generation from newest - loop.stall_iterations to newest - 1
+        over the segments it explored (those with frames), for loop.stall_accurate_ratio."""
+        k = self.config.loop.stall_iterations
+        if k is None:
+            return ()
+        ratios = []
+        for g in range(max(newest - k, 0), newest):
+            mine = [s for s in self.selections.values() if s.get("generation") == g]
+            total = sum(s["n_total"] for s in mine)
+            if total:
+                ratios.append(sum(s["n_accurate"] for s in mine) / total)
+        return tuple(ratios)
 
     def _stall_pair(self, newest: int) -> tuple[float | None, float | None]:
         """(newest, older) test force RMSE for loop.stall_iterations: generation ``newest``

@@ -88,6 +88,7 @@ def state(ctx, stream: StreamDir) -> dict[str, Any]:
             "candidate_ratio": share("n_candidate"),
             "failed_ratio": share("n_failed"),
             "n_selected": int(_sum(sels, "n_selected")),
+            "n_edge_frames": int(_sum(sels, "n_edge_frames")),
         }
         labeled_sums = {k: _sum(labs, k) for k in LABEL_COUNTS}
         history.append(
