@@ -1025,7 +1025,10 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _stage_levels(self) -> RunConfig:
         if self.init.n_perturbed == 0 and not self.init.data and self.init.sampler.kind == "none":
-            raise ValueError("init: n_perturbed is 0 and no init.data is given: no initial data")
+            raise ValueError(
+                "init: n_perturbed is 0, init.sampler.kind is none and no init.data is given: "
+                "no initial data"
+            )
         for k, stage in enumerate(self.explore.stages):
             lo = stage.trust_lo_eV_per_A or self.examine.trust_lo_eV_per_A
             hi = stage.trust_hi_eV_per_A or self.examine.trust_hi_eV_per_A

@@ -95,7 +95,8 @@ def init_sample(ctx: RunContext) -> list[Atoms]:
     out = ctx.run.init_dir("sample")
     chosen_file = out / "chosen.extxyz"
     if finished(ctx, out) is not None:
-        return ase.io.read(chosen_file, ":") if chosen_file.is_file() else []
+        done = chosen_file.is_file() and chosen_file.stat().st_size > 0
+        return ase.io.read(chosen_file, ":") if done else []
     temperatures = sampler_temperatures_K(ctx.config)
     starts = ctx.run.starts()
     dt = cfg.timestep_fs
@@ -122,7 +123,9 @@ def init_sample(ctx: RunContext) -> list[Atoms]:
             * len(temperatures),
         },
     )
-    return chosen
+    if not chosen:
+        return []
+    return ase.io.read(chosen_file, ":")  # as written, so a resume labels the same frames
 
 
 def init_label(ctx: RunContext) -> dict[str, Any]:
