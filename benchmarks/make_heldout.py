@@ -20,13 +20,10 @@ import time
 from pathlib import Path
 
 import ase.io
-import numpy as np
-from ase import Atoms, units
-from ase.constraints import FixCom
-from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
+from ase import Atoms
 
 from eelt.config import ExecutionConfig
+from eelt.explore.sampler import default_timestep_fs, langevin_frames
 from eelt.label import PySCFLabeler, XTBLabeler, label_frames
 from eelt.orchestration.execution import open_executor
 
@@ -36,30 +33,12 @@ DUMP_FS = 20.0
 
 def sample(start: Atoms, temperature_K: float, n_frames: int, seed: int) -> list[Atoms]:
     """``n_frames`` frames of GFN2-xTB Langevin MD at ``temperature_K``, one every DUMP_FS."""
-    atoms = start.copy()
-    atoms.calc = XTBLabeler().calculator()
-    dt_fs = 0.5 if "H" in atoms.get_chemical_symbols() else 1.0
-    rng = np.random.default_rng(seed)
-    atoms.set_constraint(FixCom())
-    thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
-    Stationary(atoms)
-    ZeroRotation(atoms)
-    md = Langevin(
-        atoms,
-        dt_fs * units.fs,
-        temperature_K=temperature_K,
-        friction=0.01 / units.fs,
-        fixcm=False,
-        rng=rng,
-    )
-    md.run(round(EQUILIBRATE_FS / dt_fs))
-    frames = []
-    for _ in range(n_frames):
-        md.run(round(DUMP_FS / dt_fs))
-        frame = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-        frame.info["temperature_K"] = temperature_K
-        frames.append(frame)
-    return frames
+    dt_fs = default_timestep_fs(start)
+    dump = round(DUMP_FS / dt_fs)
+    return langevin_frames(
+        start, XTBLabeler().calculator(), temperature_K, n_frames * dump, dt_fs, dump,
+        round(EQUILIBRATE_FS / dt_fs), seed,
+    )  # fmt: skip
 
 
 def main() -> None:

@@ -47,6 +47,42 @@ class SystemConfig(Section):
     )
 
 
+class SamplerConfig(Section):
+    """A cheap thermal sampler before iteration 0: Langevin MD (friction 0.01/fs) on GFN-xTB
+    (tblite; GFN2 for molecules, GFN1 for cells) or EMT from every start structure (and, with
+    ``conformers``, from rotamers about each rotatable bond) at each temperature; ``n_frames``
+    of the frames, chosen for diversity, are labeled with the run's labeler. Beside (not
+    instead of) the perturbed copies."""
+
+    kind: Literal["none", "xtb", "emt"] = Field(
+        default="none", description="the cheap potential of the sampler MD; none: no sampler"
+    )
+    n_frames: Annotated[int, Field(ge=1)] = Field(
+        default=40, description="sampler frames chosen and labeled, in all"
+    )
+    temperatures_K: list[PositiveFloat] | None = Field(
+        default=None,
+        description="temperatures of the sampler MD (K); default: every temperature of the "
+        "explore stages",
+    )
+    n_steps: Annotated[int, Field(ge=1)] = Field(
+        default=1000, description="MD steps per start x temperature after equilibration"
+    )
+    timestep_fs: PositiveFloat | None = Field(
+        default=None, description="MD timestep (fs); default 0.5 with hydrogen, else 1"
+    )
+    equilibrate_fs: Annotated[float, Field(ge=0)] = Field(
+        default=200.0, description="equilibration before the first frame is kept (fs)"
+    )
+    dump_fs: PositiveFloat = Field(default=10.0, description="one frame kept every dump_fs (fs)")
+    conformers: bool = Field(
+        default=False,
+        description="also start from each rotatable bond's smaller side rotated by 120 and "
+        "240 degrees (molecules; clashing starts dropped)",
+    )
+    seed: int = Field(default=0, description="seed of the sampler's momenta and noise")
+
+
 class InitConfig(Section):
     """Initial data: randomly perturbed copies of the start structures, labeled before iteration 0,
     and/or labeled data the user already has (DP-GEN's ``init_data_sys``): extxyz (or any ase.io
@@ -75,6 +111,9 @@ class InitConfig(Section):
         description="labeled data you already have: extxyz (or any ase.io file with energies "
         "and forces) or DeePMD system folders, at the level of theory of label; frozen into "
         "data/user.extxyz and counted apart from the run's labels",
+    )
+    sampler: SamplerConfig = Field(
+        default_factory=SamplerConfig, description="the cheap thermal sampler"
     )
 
 
@@ -985,8 +1024,11 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _stage_levels(self) -> RunConfig:
-        if self.init.n_perturbed == 0 and not self.init.data:
-            raise ValueError("init: n_perturbed is 0 and no init.data is given: no initial data")
+        if self.init.n_perturbed == 0 and not self.init.data and self.init.sampler.kind == "none":
+            raise ValueError(
+                "init: n_perturbed is 0, init.sampler.kind is none and no init.data is given: "
+                "no initial data"
+            )
         for k, stage in enumerate(self.explore.stages):
             lo = stage.trust_lo_eV_per_A or self.examine.trust_lo_eV_per_A
             hi = stage.trust_hi_eV_per_A or self.examine.trust_hi_eV_per_A

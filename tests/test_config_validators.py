@@ -287,7 +287,8 @@ RULES = [
     (
         "some_initial_data",
         config(init={"n_perturbed": 0}),
-        r"^init: n_perturbed is 0 and no init\.data is given: no initial data$",
+        r"^init: n_perturbed is 0, init\.sampler\.kind is none and no init\.data is given: "
+        r"no initial data$",
         config(init={"n_perturbed": 0, "data": ["init.extxyz"]}),
     ),
     (

@@ -1,0 +1,59 @@
+"""Initial data from perturbed copies vs the thermal sampler (init.sampler), on ethanol with
+GFN2-xTB labels: two 40-frame sets written as extxyz, to train with ``eelt train`` and compare
+with ``eelt evaluate`` on a held-out set from make_heldout.py.
+
+    nice -n 19 python benchmarks/bench_init_sampler.py benchmarks/data/ethanol_pbe_def2svp.extxyz \\
+        --out-dir runs/init-sampler [--n-frames 40] [--temperatures-K 300 500 800]
+
+perturbed.extxyz: the start (frame 0) and n-1 copies perturbed as init.n_perturbed does
+(0.05 A std); sampler.extxyz: n frames chosen for diversity from GFN2-xTB Langevin MD of the
+start and its conformer starts at each temperature (eelt.explore.sampler).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import ase.io
+import numpy as np
+
+from eelt.explore.perturb import perturbed_copies
+from eelt.explore.sampler import diverse_choice, sample_frames
+from eelt.label import XTBLabeler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("structure", type=Path)
+    parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument("--n-frames", type=int, default=40)
+    parser.add_argument("--temperatures-K", type=float, nargs="+", default=[300.0, 500.0, 800.0])
+    parser.add_argument("--n-steps", type=int, default=600)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    start = ase.io.read(args.structure, 0)
+    start = ase.Atoms(start.numbers, start.positions)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    labeler = XTBLabeler()
+    rng = np.random.default_rng(args.seed)
+    perturbed = [start] + perturbed_copies(start, args.n_frames - 1, 0.05, 0.0, rng)
+    t0 = time.perf_counter()
+    trajectory = sample_frames(
+        [start], lambda atoms: XTBLabeler().calculator(), args.temperatures_K, args.n_steps,
+        None, 20, 400, True, args.seed,
+    )  # fmt: skip
+    sampled_s = time.perf_counter() - t0
+    chosen = [trajectory[k] for k in diverse_choice(trajectory, args.n_frames)]
+    for name, frames in (("perturbed", perturbed), ("sampler", chosen)):
+        labeled = [labeler(atoms) for atoms in frames]
+        ase.io.write(args.out_dir / f"{name}.extxyz", labeled)
+    print(
+        f"{args.out_dir}: {len(perturbed)} perturbed, {len(chosen)} sampler frames of "
+        f"{len(trajectory)}; sampler MD {sampled_s:.0f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()

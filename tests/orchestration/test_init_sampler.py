@@ -1,0 +1,51 @@
+"""The thermal sampler in init: its chosen frames are labeled beside the perturbed copies, and a
+resume redoes neither the MD nor the labels."""
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import ase.io
+import pytest
+
+from eelt.config import ConfigError
+from eelt.orchestration.context import RunContext
+from eelt.orchestration.initial import init_label
+from eelt.orchestration.runs import prepare_run
+from tests.loop_config import cu_start, tiny_config
+
+SAMPLER = {"kind": "emt", "n_frames": 5, "n_steps": 40, "dump_fs": 4.0, "equilibrate_fs": 8.0}
+
+
+def test_init_labels_the_sampler_frames_and_resumes_without_redoing(tmp_path):
+    cfg = tiny_config(cu_start(tmp_path), init={"n_perturbed": 2, "sampler": SAMPLER})
+    run = prepare_run(cfg, tmp_path, tmp_path / "run")
+    with ThreadPoolExecutor(2) as pool:
+        report = init_label(RunContext(run, pool))
+    sample = run.root / "init" / "sample"
+    trajectory = ase.io.read(sample / "trajectory.extxyz", ":")
+    # 1 start x the explore temperatures (300, 900 K) x 40 steps of 1 fs, one frame every 4
+    assert len(trajectory) == 2 * 10
+    assert sorted({f.info["temperature_K"] for f in trajectory}) == [300.0, 900.0]
+    chosen = ase.io.read(sample / "chosen.extxyz", ":")
+    assert len(chosen) == 5
+    assert report["n_labeled"] == 1 + 2 + 5  # the start, its perturbed copies, the sampler's
+    labeled = ase.io.read(run.data_dir / "init.extxyz", ":")
+    assert len(labeled) == 8
+    assert all(abs(f.get_potential_energy()) < 100 for f in labeled)
+
+    # a resume after the label report is lost: the sampler is skipped, the labels are reused
+    stamp = (sample / "trajectory.extxyz").stat().st_mtime_ns
+    (run.root / "init" / "label" / run.report_path(run.root).name).unlink()
+    n_label_files = len(list(run.labels_dir.glob("*.extxyz")))
+    with ThreadPoolExecutor(2) as pool:
+        again = init_label(RunContext(run, pool))
+    assert (sample / "trajectory.extxyz").stat().st_mtime_ns == stamp
+    assert len(list(run.labels_dir.glob("*.extxyz"))) == n_label_files
+    assert again["n_labeled"] == 8
+
+
+def test_bad_sampler_kind_is_one_line():
+    with pytest.raises(ConfigError) as info:
+        tiny_config(Path("cu.extxyz"), init={"sampler": {"kind": "dft"}})
+    assert "init.sampler.kind" in str(info.value)
+    assert "\n" not in str(info.value)
