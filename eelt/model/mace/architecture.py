@@ -24,7 +24,9 @@ from mace.tools.scripts_utils import extract_config_mace_model, remove_pt_head
 # mace-torch creates its buffers, coefficients and data tensors in torch's default dtype, which
 # is global to the process: everything built here is built in float64 under this lock (then
 # cast), so that a float64 model holds exact coefficients and concurrent builds do not mix.
-_DEFAULT_DTYPE_LOCK = threading.RLock()
+# e3nn generates code with torch.fx, whose tracer patches global state too (unpickling a whole
+# model runs it): two threads doing so at once corrupt it for the rest of the process.
+BUILD_LOCK = threading.RLock()
 
 GATES = {"silu": torch.nn.functional.silu, "tanh": torch.tanh, "abs": torch.abs, None: None}
 READOUT_MLP_IRREPS = "16x0e"  # mace-torch's default hidden irreps of the last readout
@@ -35,7 +37,7 @@ UNSUPPORTED = ("cueq_config", "embedding_specs", "edge_irreps")
 @contextmanager
 def float64_default() -> Iterator[None]:
     """Build mace-torch objects with torch's default dtype at float64 (restored after)."""
-    with _DEFAULT_DTYPE_LOCK:
+    with BUILD_LOCK:
         previous = torch.get_default_dtype()
         torch.set_default_dtype(torch.float64)
         try:

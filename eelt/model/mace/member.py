@@ -22,6 +22,7 @@ from mace.tools.torch_geometric import Batch
 
 from eelt.atomic import atomic_write
 from eelt.model.mace.architecture import (
+    BUILD_LOCK,
     architecture_of,
     build_module,
     new_architecture,
@@ -115,16 +116,17 @@ class MaceMember:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"base_model {path} does not exist")
-        module = torch.load(path, map_location="cpu", weights_only=False)
-        if isinstance(module, Mapping):
-            raise ValueError(f"base_model {path} is a checkpoint, not a whole MACE model")
-        try:
-            module = single_head(module)
-            member = cls._rebuilt(architecture_of(module), module.state_dict(), precision)
-        except (AttributeError, KeyError, RuntimeError, ValueError) as err:
-            raise ValueError(
-                f"base_model {path}: mace-torch cannot rebuild this model ({err})"
-            ) from None
+        with BUILD_LOCK:  # unpickling e3nn modules runs torch.fx: one thread at a time
+            module = torch.load(path, map_location="cpu", weights_only=False)
+            if isinstance(module, Mapping):
+                raise ValueError(f"base_model {path} is a checkpoint, not a whole MACE model")
+            try:
+                module = single_head(module)
+                member = cls._rebuilt(architecture_of(module), module.state_dict(), precision)
+            except (AttributeError, KeyError, RuntimeError, ValueError) as err:
+                raise ValueError(
+                    f"base_model {path}: mace-torch cannot rebuild this model ({err})"
+                ) from None
         member.E0s_source = f"base_model {path}"
         member.check_elements(type_map, f"base_model {path}")
         return member
