@@ -250,10 +250,11 @@ def state_row(
 
 
 def yardstick_summary(run: RunDir) -> dict[str, Any]:
-    """The yardstick's size and the initial ensemble's errors on it (both schedules' state)."""
+    """The yardstick's size and the initial ensemble's errors on it (both schedules' state),
+    from the initial training's report (no frame file is read)."""
     init = (run.read_report(run.init_dir("train")) or {}).get("yardstick", {})
     return {
-        "n_yardstick_frames": len(run.yardstick()),
+        "n_yardstick_frames": int(init.get("n_frames", 0)),
         "init_yardstick_force_rmse_meV_per_A": init.get("force_rmse_meV_per_A"),
         "init_yardstick_energy_rmse_meV_per_atom": init.get("energy_rmse_meV_per_atom"),
     }
