@@ -80,6 +80,12 @@ class SamplerConfig(Section):
         description="also start from each rotatable bond's smaller side rotated by 120 and "
         "240 degrees (molecules; clashing starts dropped)",
     )
+    n_yardstick: Annotated[int, Field(ge=0)] = Field(
+        default=10,
+        description="frames drawn at random from the sampler's trajectory (none of the "
+        "chosen), labeled at init and kept as an independent yardstick (never trained on): "
+        "every ensemble's error on them is reported, and a target error is checked on them",
+    )
     seed: int = Field(default=0, description="seed of the sampler's momenta and noise")
 
 

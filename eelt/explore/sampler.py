@@ -210,3 +210,28 @@ def sample_frames(
                     f.info["start_index"], f.info["conformer"] = s, c
                 frames += run
     return frames
+
+
+def yardstick_choice(n_frames: int, chosen: list[int], n: int, seed: int) -> list[int]:
+    """Indices of ``n`` frames (fewer if the trajectory is short) drawn uniformly at random
+    from the ``n_frames`` frames of a trajectory, none of them in ``chosen``, sorted: thermal
+    frames no model picked, for an independent yardstick."""
+    left = np.setdiff1d(np.arange(n_frames), np.asarray(chosen, dtype=int))
+    if n <= 0 or left.size == 0:
+        return []
+    rng = np.random.default_rng(seed + 7919)  # apart from the MD's own streams
+    return sorted(int(k) for k in rng.choice(left, size=min(n, left.size), replace=False))
+
+
+def calculator_factory(kind: str, charge: int = 0, spin: int = 0):
+    """A function start -> ASE calculator of the sampler's cheap potential: EMT, or GFN2-xTB
+    (molecules) / GFN1-xTB (cells) with the given charge and spin, through tblite."""
+    if kind == "emt":
+        from ase.calculators.emt import EMT
+
+        return lambda atoms: EMT()
+    from eelt.label.xtb import XTBLabeler
+
+    return lambda atoms: XTBLabeler(
+        method="GFN1-xTB" if atoms.pbc.any() else "GFN2-xTB", charge=charge, spin=spin
+    ).calculator()

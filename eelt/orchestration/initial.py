@@ -59,22 +59,6 @@ def label_into(ctx: RunContext, frames, tests, out_dir, data_file, test_file=Non
     return record
 
 
-def sampler_calculator_factory(kind: str, label_config):
-    """A function start -> ASE calculator of the sampler's cheap potential: EMT, or GFN2-xTB
-    (molecules) / GFN1-xTB (cells) with the charge and spin of ``label_config`` when it has
-    them."""
-    if kind == "emt":
-        from ase.calculators.emt import EMT
-
-        return lambda atoms: EMT()
-    from eelt.label.xtb import XTBLabeler
-
-    charge, spin = getattr(label_config, "charge", 0), getattr(label_config, "spin", 0)
-    return lambda atoms: XTBLabeler(
-        method="GFN1-xTB" if atoms.pbc.any() else "GFN2-xTB", charge=charge, spin=spin
-    ).calculator()
-
-
 def sampler_temperatures_K(config) -> list[float]:
     """init.sampler.temperatures_K, else every temperature of the explore stages, sorted."""
     given = config.init.sampler.temperatures_K
@@ -83,35 +67,55 @@ def sampler_temperatures_K(config) -> list[float]:
     return sorted({float(t) for stage in config.explore.stages for t in stage.temperatures_K})
 
 
-def init_sample(ctx: RunContext) -> list[Atoms]:
-    """The sampler's frames to label (init.sampler), a resumable step: the whole trajectory in
-    ``init/sample/trajectory.extxyz``, the chosen frames in ``init/sample/chosen.extxyz``,
-    skipped when its report exists. Nothing when the sampler is off."""
+def init_sample(ctx: RunContext) -> tuple[list[Atoms], list[Atoms]]:
+    """The sampler's frames to label (init.sampler) and its yardstick frames, a resumable
+    step: the whole trajectory in ``init/sample/trajectory.extxyz``, the chosen frames in
+    ``chosen.extxyz`` and the yardstick's (drawn at random from the rest) in
+    ``yardstick.extxyz``, skipped when its report exists. Nothing when the sampler is off."""
+    cfg = ctx.config.init.sampler
+    if cfg.kind == "none":
+        return [], []
+    out = ctx.run.init_dir("sample")
+    chosen_file, yardstick_file = out / "chosen.extxyz", out / "yardstick.extxyz"
+    if finished(ctx, out) is None:
+        _sample(ctx, out, chosen_file, yardstick_file)
+    # as written, so a resume labels the same frames
+    return _frames_in(chosen_file), _frames_in(yardstick_file)
+
+
+def _frames_in(path) -> list[Atoms]:
+    return ase.io.read(path, ":") if path.is_file() and path.stat().st_size > 0 else []
+
+
+def _sample(ctx: RunContext, out, chosen_file, yardstick_file) -> None:
+    """Run the sampler MD and write its trajectory, choices and report into ``out``."""
     from eelt.explore import sampler
 
     cfg = ctx.config.init.sampler
-    if cfg.kind == "none":
-        return []
-    out = ctx.run.init_dir("sample")
-    chosen_file = out / "chosen.extxyz"
-    if finished(ctx, out) is not None:
-        done = chosen_file.is_file() and chosen_file.stat().st_size > 0
-        return ase.io.read(chosen_file, ":") if done else []
     temperatures = sampler_temperatures_K(ctx.config)
     starts = ctx.run.starts()
     dt = cfg.timestep_fs
     dt_ref = dt or min(sampler.default_timestep_fs(a) for a in starts)
+    label = ctx.config.label
+    calculator = sampler.calculator_factory(
+        cfg.kind, getattr(label, "charge", 0), getattr(label, "spin", 0)
+    )
     with tracking.task("init-sample", "init: sampler MD", 1) as progress:
         frames = sampler.sample_frames(
-            starts, sampler_calculator_factory(cfg.kind, ctx.config.label), temperatures,
-            cfg.n_steps, dt, max(1, round(cfg.dump_fs / dt_ref)),
+            starts, calculator, temperatures, cfg.n_steps, dt, max(1, round(cfg.dump_fs / dt_ref)),
             round(cfg.equilibrate_fs / dt_ref), cfg.conformers, cfg.seed,
         )  # fmt: skip
         progress.update(1)
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_frames(out / "trajectory.extxyz", frames)
-    chosen = [frames[k] for k in sampler.diverse_choice(frames, cfg.n_frames)]
+    picked = sampler.diverse_choice(frames, cfg.n_frames)
+    chosen = [frames[k] for k in picked]
+    yardstick = [
+        frames[k] for k in sampler.yardstick_choice(len(frames), picked, cfg.n_yardstick, cfg.seed)
+    ]
     atomic.write_frames(chosen_file, chosen)
+    if yardstick:
+        atomic.write_frames(yardstick_file, yardstick)
     ctx.run.write_report(
         out,
         {
@@ -119,13 +123,11 @@ def init_sample(ctx: RunContext) -> list[Atoms]:
             "temperatures_K": temperatures,
             "n_trajectory_frames": len(frames),
             "n_chosen": len(chosen),
+            "n_yardstick": len(yardstick),
             "n_runs": len({(f.info["start_index"], f.info["conformer"]) for f in frames})
             * len(temperatures),
         },
     )
-    if not chosen:
-        return []
-    return ase.io.read(chosen_file, ":")  # as written, so a resume labels the same frames
 
 
 def init_label(ctx: RunContext) -> dict[str, Any]:
@@ -145,9 +147,13 @@ def init_label(ctx: RunContext) -> dict[str, Any]:
         frames += perturbed_copies(
             atoms, cfg.n_perturbed, cfg.position_sigma_A, cfg.cell_strain, rng
         )
-    frames += init_sample(ctx)
+    chosen, yardstick = init_sample(ctx)
+    frames += chosen
     n_user = len(ctx.run.user_data())
-    summary = label_into(ctx, frames, [], out, ctx.run.data_dir / "init.extxyz")
+    summary = label_into(
+        ctx, frames, yardstick, out, ctx.run.data_dir / "init.extxyz",
+        ctx.run.sampler_yardstick_file,
+    )  # fmt: skip
     summary["n_user_frames"] = n_user
     ctx.run.write_report(out, summary)
     if summary["n_labeled"] + n_user < 2:

@@ -30,21 +30,28 @@ class Inputs:
     yardstick: list[Atoms] = field(default_factory=list)
 
 
-def _labeler_problems(config: RunConfig, structures: list[Atoms]) -> list[str]:
-    label = config.label
-    elements = sorted({s for a in structures for s in a.get_chemical_symbols()})
-    if label.kind == "emt":
+def _cheap_potential_problems(kind: str, where: str, elements: list[str]) -> list[str]:
+    """What stops EMT or GFN-xTB (``kind``, set at ``where``) on these elements, if anything."""
+    if kind == "emt":
         from ase.calculators.emt import parameters
 
         unknown = [e for e in elements if e not in parameters]
-        return [f"label: EMT has no parameters for {', '.join(unknown)}"] if unknown else []
-    if label.kind == "xtb":
+        return [f"{where}: EMT has no parameters for {', '.join(unknown)}"] if unknown else []
+    if kind == "xtb":
         try:
             import tblite.ase  # noqa: F401
         except ImportError:
-            return ["label: kind 'xtb' needs tblite (pip install eelt[xtb])"]
-        return []
-    problems = []
+            return [f"{where}: kind 'xtb' needs tblite (pip install eelt[xtb])"]
+    return []
+
+
+def _labeler_problems(config: RunConfig, structures: list[Atoms]) -> list[str]:
+    label = config.label
+    elements = sorted({s for a in structures for s in a.get_chemical_symbols()})
+    sampler = config.init.sampler.kind
+    problems = _cheap_potential_problems(sampler, "init.sampler", elements)
+    if label.kind in ("emt", "xtb"):
+        return problems + _cheap_potential_problems(label.kind, "label", elements)
     from pyscf import dft, gto
 
     try:

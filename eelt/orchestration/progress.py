@@ -64,6 +64,12 @@ def explorer_models(run: RunDir, iteration: int) -> Path:
     return run.init_dir("train")
 
 
+def init_labels(init_label_report: dict[str, Any] | None) -> int:
+    """Labels the initial step spent: its training frames and the sampler's yardstick."""
+    r = init_label_report or {}
+    return int(r.get("n_labeled", 0)) + int(r.get("n_test_labeled", 0))
+
+
 def labels_used(run: RunDir, iterations: list[int] | None = None) -> tuple[int, float]:
     """(labels, DFT core-hours) held by the label reports of ``iterations`` (None: the whole
     run, initial labels included); test frames count."""
@@ -267,7 +273,7 @@ def state(ctx) -> dict[str, Any]:
     records = finished_iterations(run, config)
     status, why, _, _ = outcome(run, config, records)
     init = run.read_report(run.init_dir("label")) or {}
-    n_total = init.get("n_labeled", 0)
+    n_total = init_labels(init)
     hours_total = init.get("dft_core_hours", 0.0)
     history = []
     for r in records:
@@ -302,7 +308,7 @@ def state(ctx) -> dict[str, Any]:
         for stage in ("explore", "examine", "label", "calibrate", "train"):
             h[f"{stage}_wall_s"] = t["stage_wall_s"].get(stage)
     n_train = init.get("n_labeled", 0) + sum(h["n_labeled"] for h in history)
-    n_test = sum(h["n_test_labeled"] for h in history)
+    n_test = sum(h["n_test_labeled"] for h in history)  # the iterations' test frames
     n_explored = sum(h["n_explored"] for h in history)
     return {
         "name": config.name,

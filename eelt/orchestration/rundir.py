@@ -26,6 +26,7 @@ STATE_FILE = "state.json"
 STARTS_FILE = "starts.extxyz"
 USER_DATA_FILE = "user.extxyz"  # in data/: init.data, the user's own labeled frames
 YARDSTICK_FILE = "yardstick.extxyz"  # in data/: frames no model chose, never trained on
+SAMPLER_YARDSTICK_FILE = "yardstick-sampler.extxyz"  # in data/: the same, from init.sampler
 REPORT = "report.json"
 
 
@@ -182,9 +183,15 @@ class RunDir:
         """The independent yardstick: labeled frames that no model chose, never trained on."""
         return _frames_if_present(self.yardstick_file)
 
+    @property
+    def sampler_yardstick_file(self) -> Path:
+        return self.data_dir / SAMPLER_YARDSTICK_FILE
+
     def yardstick_files(self) -> list[Path]:
-        """The yardstick's file, in a list (empty without one)."""
-        return [self.yardstick_file] if self.yardstick_file.is_file() else []
+        """The yardstick's files: the user's (examine.yardstick_data) and the thermal
+        sampler's labeled random frames (init.sampler.n_yardstick), those that exist."""
+        files = [self.yardstick_file, self.sampler_yardstick_file]
+        return [f for f in files if f.is_file()]
 
     def stage_starts_file(self, stage: int) -> Path:
         return self.root / "starts" / f"stage-{stage}.extxyz"

@@ -204,6 +204,28 @@ def _label_section(labeler: str, facts: StructureFacts) -> str:
     )
 
 
+def _init_sampler_section(labeler: str, facts: StructureFacts) -> str:
+    """A molecule's initial data: thermal frames of cheap MD (GFN2-xTB, or EMT where the
+    labels are EMT), chosen for diversity, with a random few kept as the yardstick."""
+    kind = "emt" if labeler == "emt" else "xtb"
+    what = "EMT" if kind == "emt" else "GFN2-xTB (tblite)"
+    return _lines(
+        ("init:", "a thermal start: cheap MD, diverse frames labeled before iteration 0"),
+        ("  n_perturbed: 0", "no perturbed copies: thermal frames cover more per label"),
+        "  sampler:",
+        (f"    kind: {kind}", f"{what} Langevin MD at the stages' temperatures"),
+        (f"    n_frames: {_initial_frames(facts)}", "chosen for diversity, labeled"),
+        ("    conformers: true", "also from rotamers about each rotatable bond"),
+        ("    n_yardstick: 8", "random sampler frames labeled, never trained on: the"),
+        ("", "run's error where the molecule goes, beside its test frames"),
+    )
+
+
+def _initial_frames(facts: StructureFacts) -> int:
+    """Initial labels a laptop affords: a few more as the molecule (and its room) grows."""
+    return 20 if facts.n_atoms <= 6 else 30
+
+
 def _stage(facts: StructureFacts, max_iterations: int, walkers: int) -> list:
     dt = _timestep_fs(facts)
     dump = 20 if dt >= 2.0 else 10
@@ -300,10 +322,8 @@ def config_text(
             "  max_iterations: 4",
         )
     else:
+        text += _init_sampler_section(labeler, facts)
         text += _lines(
-            ("init:", "perturbed copies labeled before iteration 0: a thin start"),
-            "  n_perturbed: 10",
-            "  position_sigma_A: 0.03",
             ("explore:", "MD on the ensemble; a stage runs until converged or max_iterations"),
             "  stages:",
             "    - temperatures_K: [300, 500]",

@@ -29,6 +29,9 @@ def test_init_labels_the_sampler_frames_and_resumes_without_redoing(tmp_path):
     chosen = ase.io.read(sample / "chosen.extxyz", ":")
     assert len(chosen) == 5
     assert report["n_labeled"] == 1 + 2 + 5  # the start, its perturbed copies, the sampler's
+    # and by default 10 of the other 15 frames, at random, labeled as the yardstick
+    assert report["n_test_labeled"] == 10
+    assert len(ase.io.read(run.sampler_yardstick_file, ":")) == 10
     labeled = ase.io.read(run.data_dir / "init.extxyz", ":")
     assert len(labeled) == 8
     assert all(abs(f.get_potential_energy()) < 100 for f in labeled)

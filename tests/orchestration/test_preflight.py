@@ -102,3 +102,12 @@ def test_a_relative_base_model_is_frozen_as_an_absolute_path(tmp_path):
     frozen = run.load_config().train.model.base_model
     assert frozen == str((tmp_path / "models" / "off.model").resolve())
     prepare_run(cfg, base, tmp_path / "run")  # the same config resumes
+
+
+def test_a_sampler_that_cannot_run_on_the_elements_is_one_line(tmp_path):
+    path = _config(tmp_path, init={"sampler": {"kind": "emt"}})
+    silane = "5\n\nSi 0 0 0\nH 0.86 0.86 0.86\nH -0.86 -0.86 0.86\nH -0.86 0.86 -0.86\nH 0.86 -0.86 -0.86\n"
+    (tmp_path / "h2o.xyz").write_text(silane)
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == "error: init.sampler: EMT has no parameters for Si"

@@ -66,18 +66,44 @@ def test_every_ensemble_is_measured_on_the_yardstick_and_never_trains_on_it(tmp_
     assert "yardstick: 5 frames no model chose" in labels_line(state)
 
 
+def test_the_sampler_draws_a_yardstick_that_counts_as_labels(tmp_path):
+    sampler = {"kind": "emt", "n_frames": 3, "n_steps": 40, "dump_fs": 4.0, "n_yardstick": 4}
+    cfg = tiny_config(
+        cu_start(tmp_path), init={"n_perturbed": 2, "sampler": sampler}, loop={"max_iterations": 1}
+    )
+    run = prepare_run(cfg, tmp_path, tmp_path / "run")
+    with ThreadPoolExecutor(2) as pool:
+        state = run_loop(RunContext(run, pool))
+    yard = ase.io.read(run.sampler_yardstick_file, ":")
+    chosen = ase.io.read(run.root / "init" / "sample" / "chosen.extxyz", ":")
+    assert len(yard) == 4 and all(np.isfinite(f.get_forces()).all() for f in yard)
+    assert not {f.positions.tobytes() for f in yard} & {f.positions.tobytes() for f in chosen}
+    assert run.yardstick_files() == [run.sampler_yardstick_file]
+    assert run.sampler_yardstick_file not in run.data_files()
+    assert state["n_yardstick_frames"] == 4
+    assert state["n_init_labeled"] == 1 + 2 + 3  # training frames only
+    row = state["iterations"][0]
+    assert row["labels_total"] == 6 + 4 + row["n_labeled"] + row["n_test_labeled"]
+    assert state["n_labels"] == row["labels_total"]
+    assert np.isfinite(row["yardstick_force_rmse_meV_per_A"])
+
+
 def test_a_streaming_run_measures_the_yardstick_too(tmp_path):
     ase.io.write(tmp_path / "reference.extxyz", hot_cu(3, seed=7))
     data = streaming_config(tmp_path, stages=1).model_dump(mode="json")
     data["examine"]["yardstick_data"] = ["reference.extxyz"]
-    data["loop"]["max_labels"] = 14
+    data["loop"]["max_labels"] = 16
+    data["init"]["sampler"] = {"kind": "emt", "n_frames": 2, "n_steps": 20, "n_yardstick": 2}
     from eelt.config import parse_config
 
     run = prepare_run(parse_config(data), tmp_path, tmp_path / "run")
     with ThreadPoolExecutor(2) as pool:
         state = run_loop(RunContext(run, pool))
-    assert state["n_yardstick_frames"] == 3
+    assert state["n_yardstick_frames"] == 3 + 2  # the user's and the sampler's
     assert state["iterations"], "no generation trained"
+    # the sampler's yardstick labels count: in the totals and against loop.max_labels
+    assert state["n_labels"] == state["n_train_labels"] + state["n_test_labels"] + 2
+    assert state["iterations"][-1]["labels_total"] <= state["n_labels"] <= 16
     assert all(h["yardstick_force_rmse_meV_per_A"] > 0 for h in state["iterations"])
 
 

@@ -54,6 +54,9 @@ def test_water_molecule_config_loads_and_validates(water, tmp_path):
     assert cfg.explore.stages[0].timestep_fs == 0.5  # hydrogen
     assert cfg.execution.kind == "local" and cfg.execution.n_workers == 2
     assert cfg.train.model.kind == "mace"  # the default for a molecule
+    # a thermal start: GFN2-xTB frames, a random few of them the yardstick
+    assert cfg.init.n_perturbed == 0 and cfg.init.sampler.kind == "xtb"
+    assert cfg.init.sampler.conformers and cfg.init.sampler.n_yardstick > 0
     result = validate(config, tmp_path)
     assert result.exit_code == 0, result.output
 
@@ -137,3 +140,25 @@ def test_emt_cu_config_runs_a_short_loop(cu_cell, tmp_path):
     assert result.exit_code == 0, result.output
     assert "max_iterations" in result.output
     assert (root / "iter-000" / "train" / "model-1.pt").is_file()
+
+
+def test_xtb_molecule_config_runs_its_sampler_and_a_short_loop(water, tmp_path):
+    config = tmp_path / "eelt.yaml"
+    assert init(water, "--out", config, "--labeler", "xtb", "--model", "deeppot").exit_code == 0
+    data = yaml.safe_load(config.read_text())
+    data["init"]["sampler"].update(n_steps=100, n_frames=4, n_yardstick=3, equilibrate_fs=5)
+    data["explore"]["stages"] = data["explore"]["stages"][:1]
+    data["explore"]["stages"][0].update(n_steps=30, dump_interval=5, max_iterations=1)
+    data["examine"]["max_candidates"] = 2
+    data["train"].update(steps=20, warm_steps=10, ensemble_size=2)
+    data["train"]["model"].update(embedding_widths=[4, 8], axis_neuron=2, fitting_widths=[16])
+    data["loop"]["max_iterations"] = 1
+    data["execution"] = {"kind": "threads", "n_workers": 2}
+    config.write_text(yaml.safe_dump(data))
+    root = tmp_path / "run"
+    result = runner.invoke(app, ["run", str(config), "--plain", "--quiet", "--run-dir", str(root)])
+    assert result.exit_code == 0, result.output
+    assert len(ase.io.read(root / "data" / "init.extxyz", ":")) == 4  # the sampler's only
+    assert len(ase.io.read(root / "data" / "yardstick-sampler.extxyz", ":")) == 3
+    status = runner.invoke(app, ["status", str(root)])
+    assert "yardstick: 3 frames no model chose" in status.output, status.output

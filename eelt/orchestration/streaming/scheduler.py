@@ -33,6 +33,7 @@ from eelt.label.batch import check_failed_fraction, label_batch, training_hashes
 from eelt.orchestration import tracking
 from eelt.orchestration.context import RunContext
 from eelt.orchestration.interrupt import check as check_stop
+from eelt.orchestration.progress import init_labels
 from eelt.orchestration.streaming.examine import walker_test_frames
 from eelt.orchestration.streaming.generation import generation_models, train_generation
 from eelt.orchestration.streaming.layout import CANDIDATES, LABELS, REPORT, TEST_FRAMES, StreamDir
@@ -75,7 +76,7 @@ class Scheduler:
         self.committed: set[str] = training_hashes(
             f for f in self.run.data_files() if not f.name.startswith("iter-")
         )
-        self.n_labels = int(init.get("n_labeled", 0))
+        self.n_labels = init_labels(init)
         self.examined: list[tuple[int, int]] = []  # (walker, round) in (round, walker) order
         self.next_exam = (0, 0)  # (round, walker) of the next segment to examine
         self.closed = 0  # rounds closed

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from eelt.orchestration import timing
-from eelt.orchestration.progress import state_row, yardstick_summary
+from eelt.orchestration.progress import init_labels, state_row, yardstick_summary
 from eelt.orchestration.streaming.layout import StreamDir
 
 
@@ -68,7 +68,11 @@ def state(ctx, stream: StreamDir) -> dict[str, Any]:
     n_train = n_init + int(_sum(labeled, "n_labeled"))
     n_test = int(_sum(labeled, "n_test_labeled"))
     hours = float(init.get("dft_core_hours", 0.0)) + float(_sum(labeled, "dft_core_hours"))
-    history, labels_total, hours_total = [], n_init, float(init.get("dft_core_hours", 0.0))
+    history, labels_total, hours_total = (
+        [],
+        init_labels(init),
+        float(init.get("dft_core_hours", 0.0)),
+    )
     for g, report in generations.items():
         first = triggers[g - 2] + 1 if g >= 2 else 0
         pairs = list(_selections(stream, range(first, triggers[g - 1] + 1), by_round))
@@ -129,7 +133,7 @@ def state(ctx, stream: StreamDir) -> dict[str, Any]:
         **yardstick_summary(run),
         "n_train_labels": n_train,
         "n_test_labels": n_test,
-        "n_labels": n_train + n_test,
+        "n_labels": n_train + n_test + init_labels(init) - n_init,
         "n_explored": n_explored,
         "explored_labeled_fraction": (n_train + n_test - n_init) / n_explored
         if n_explored
