@@ -512,24 +512,36 @@ def baseline(
     seed: Annotated[
         int | None, typer.Option(help="seed of the random draw (default: examine.seed)")
     ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="which ensembles to train: selected, random, thermal (repeatable; default: "
+            "all, thermal when the run has a thermal sampler)",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     quiet: Annotated[bool, typer.Option(help="only warnings and errors")] = False,
 ) -> None:
-    """Active learning against random selection: two ensembles trained on N labels each."""
+    """Active learning against random selection: ensembles trained on N labels each, chosen
+    by the run, at random from its explored frames, at random from its thermal sampler's MD."""
     from eelt.tools.baseline import TABLE_HEADER, run_baseline, table_rows
 
     _setup_logging(quiet)
     report = _owning(
-        run_dir, "eelt baseline", lambda: _guard(run_baseline, run_dir, labels, data, seed)
+        run_dir,
+        "eelt baseline",
+        lambda: _guard(run_baseline, run_dir, labels, data, seed, None, sets),
     )
     if as_json:
         print(json.dumps(report, indent=2))
         return
     table = Table(title=f"selected against random: {run_dir}")
-    for col in (0, 1, 3, 4, 5):
+    columns = (0, 1, 3, 4, 5, 7)  # N, set, test F and E, yardstick F, --data F
+    for col in columns:
         table.add_column(TABLE_HEADER[col], justify="right")
     for row in table_rows(report):
-        table.add_row(*(row[col] for col in (0, 1, 3, 4, 5)))
+        table.add_row(*(row[col] for col in columns))
     out.print(table)
     for entry in report["results"]:
         if entry["selected_missing"]:

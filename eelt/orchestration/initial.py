@@ -107,7 +107,7 @@ def _sample(ctx: RunContext, out, chosen_file, yardstick_file) -> None:
         )  # fmt: skip
         progress.update(1)
     out.mkdir(parents=True, exist_ok=True)
-    atomic.write_frames(out / "trajectory.extxyz", frames)
+    atomic.write_frames(ctx.run.sampler_trajectory_file, frames)
     picked = sampler.diverse_choice(frames, cfg.n_frames)
     chosen = [frames[k] for k in picked]
     yardstick = [

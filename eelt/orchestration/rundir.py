@@ -184,6 +184,11 @@ class RunDir:
         return _frames_if_present(self.yardstick_file)
 
     @property
+    def sampler_trajectory_file(self) -> Path:
+        """The thermal sampler's whole MD trajectory (init.sampler), when it ran."""
+        return self.init_dir("sample") / "trajectory.extxyz"
+
+    @property
     def sampler_yardstick_file(self) -> Path:
         return self.data_dir / SAMPLER_YARDSTICK_FILE
 

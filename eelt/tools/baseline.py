@@ -1,17 +1,20 @@
 """Active learning against random selection, at equal numbers of DFT labels.
 
-For each training-set size N, two ensembles are trained from scratch with the run's own
-train settings, differing in how their frames were chosen: "selected" is the run's training
-data (initial frames, then the candidates the ensemble deviation chose, in iteration order)
-cut to N frames; "random" is the same initial frames plus frames drawn uniformly at random
-from everything the run explored. Both are evaluated on the run's held-out test frames (and on
-a user's labeled dataset). Everything goes under ``RUN_DIR/baseline/``; labels go through the
-run's content-hashed label store and training skips finished members, so a rerun computes
-nothing.
+For each training-set size N, ensembles are trained from scratch with the run's own train
+settings, differing in how their frames were chosen: "selected" is the run's training data
+(initial frames, then the candidates the ensemble deviation chose, in iteration order) cut to
+N frames; "random" is the same initial frames plus frames drawn uniformly at random from
+everything the run explored; "thermal" (when the run has a thermal sampler, init.sampler) is N
+frames drawn uniformly at random from the sampler's whole MD trajectory: the recipe a user runs
+by hand, MD with a cheap method and the reference on random frames. Each is evaluated on the
+run's held-out test frames, on its yardstick (frames no model chose) and on a user's labeled
+dataset. Everything goes under ``RUN_DIR/baseline/``; labels go through the run's
+content-hashed label store and training skips finished members, so a rerun computes nothing.
 
-The random pool leaves out the run's test frames, every frame of its training data (the
-initial frames and the selected candidates: random and active learning then share the initial
-frames only) and repeats of a frame (every walker dumps its start structure at step 0).
+The random pools leave out the run's test frames, its yardstick, every frame of its training
+data (the initial frames and the selected candidates: random and active learning then share
+the initial frames only) and repeats of a frame (every walker dumps its start structure at
+step 0).
 """
 
 from __future__ import annotations
@@ -44,8 +47,8 @@ REPORT_MD = "report.md"
 PLOT = "force_rmse.png"
 FAILURES = "label-failures.json"  # hash -> reason of random frames whose label failed
 MANIFEST = "set.json"  # in a models dir: what its ensemble was trained on
-SETS = ("selected", "random")
-EVAL_SETS = ("test", "data")  # the run's test frames, the user's --data
+SETS = ("selected", "random", "thermal")
+EVAL_SETS = ("test", "yardstick", "data")  # the run's test frames and yardstick, --data
 
 
 class FrameIndex:
@@ -195,7 +198,7 @@ class TrainingSet:
     """The frames one baseline ensemble trains on; ``n_labels_computed`` counts the DFT labels
     computed for them in this call."""
 
-    name: str  # "random" or "selected"
+    name: str  # one of SETS
     frames: list[Atoms]
     n_labels_computed: int = 0
 
@@ -224,12 +227,32 @@ def selected_set(training: Sequence[Atoms], n: int) -> TrainingSet | None:
 
 
 def build_sets(
-    ns: Sequence[int], init: Sequence[Atoms], training: Sequence[Atoms], draw: RandomDraw
+    ns: Sequence[int],
+    init: Sequence[Atoms],
+    training: Sequence[Atoms],
+    draw: RandomDraw,
+    thermal: RandomDraw | None = None,
+    names: Sequence[str] = SETS,
 ) -> dict[int, dict[str, TrainingSet | None]]:
-    """For each N (ascending): {"selected": the run's first N training frames (None if it has
-    fewer), "random": ``init`` plus N - len(init) frames of ``draw``}."""
-    randoms = random_sets(ns, init, draw)
-    return {n: {"selected": selected_set(training, n), "random": randoms[n]} for n in randoms}
+    """For each N (ascending), the sets among ``names``: "selected": the run's first N
+    training frames (None if it has fewer); "random": ``init`` plus N - len(init) frames of
+    ``draw``; "thermal": the first N frames of ``thermal`` (None without a sampler)."""
+    randoms = random_sets(ns, init, draw) if "random" in names else {}
+    out = {}
+    for n in sorted(ns):
+        sets: dict[str, TrainingSet | None] = {}
+        if "selected" in names:
+            sets["selected"] = selected_set(training, n)
+        if "random" in names:
+            sets["random"] = randoms[n]
+        if "thermal" in names:
+            sets["thermal"] = (
+                None
+                if thermal is None
+                else TrainingSet("thermal", thermal.take(n), thermal.n_computed)
+            )
+        out[n] = sets
+    return out
 
 
 def set_fingerprint(frames: Sequence[Atoms], settings: dict) -> str:
@@ -353,13 +376,15 @@ def run_baseline(
     data: str | Path | None = None,
     seed: int | None = None,
     executor: Executor | None = None,
+    sets: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Compare selection by ensemble deviation with random selection in run ``root``.
 
     ``labels``: training-set sizes N (default: the run's number of training labels);
     ``data``: an extra labeled extxyz to evaluate on; ``seed``: of the random draw (default
     examine.seed); ``executor``: for labels and training (default: the run's execution
-    config). Writes ``root/baseline/`` (sets, ensembles, report.json, report.md,
+    config); ``sets``: which of SETS to train (default: all; "thermal" needs the run's
+    thermal sampler). Writes ``root/baseline/`` (sets, ensembles, report.json, report.md,
     force_rmse.png) and returns the report. RMSEs in meV/atom and meV/Angstrom. Holds the run
     directory's lock (:mod:`eelt.orchestration.lock`) meanwhile: refused while a run writes it.
     """
@@ -369,7 +394,21 @@ def run_baseline(
     if not run.exists():
         raise EeltError(f"{run.root}: not an eelt run directory (no eelt.yaml)")
     with acquire(run.root, "eelt baseline"):
-        return _compare(run, labels, data, seed, executor)
+        return _compare(run, labels, data, seed, executor, _check_sets(sets, run))
+
+
+def _check_sets(sets: Sequence[str] | None, run: RunDir) -> list[str]:
+    if not sets:
+        return [s for s in SETS if s != "thermal" or run.sampler_trajectory_file.is_file()]
+    unknown = [s for s in sets if s not in SETS]
+    if unknown:
+        raise EeltError(f"--set {unknown[0]}: not one of {', '.join(SETS)}")
+    if "thermal" in sets and not run.sampler_trajectory_file.is_file():
+        raise EeltError(
+            f"--set thermal: {run.root} has no thermal sampler trajectory "
+            f"({run.sampler_trajectory_file.relative_to(run.root)}; init.sampler is off)"
+        )
+    return [s for s in SETS if s in sets]
 
 
 def _compare(
@@ -378,6 +417,7 @@ def _compare(
     data: str | Path | None,
     seed: int | None,
     executor: Executor | None,
+    names: Sequence[str] = SETS,
 ) -> dict[str, Any]:
     from eelt.label import make_labeler
 
@@ -390,6 +430,7 @@ def _compare(
     init = read_all(init_files)
     training = read_all(run.data_files())
     test = read_all(run.test_data_files())
+    yardstick = read_all(run.yardstick_files())
     reference = read_reference(Path(data)) if data is not None else []
     notes = []
     if not test and not reference:
@@ -404,11 +445,21 @@ def _compare(
     seed = config.examine.seed if seed is None else int(seed)
     labeler = make_labeler(config.label)
     settings = labeler.settings()
-    exclude = FrameIndex([*test, *training])
+    exclude = FrameIndex([*test, *training, *yardstick])
     order = candidate_order(explored, exclude, np.random.default_rng(seed))
     candidates = [explored[i] for i in order]
+    thermal_pool = read_all([run.sampler_trajectory_file]) if "thermal" in names else []
+    thermal = [
+        thermal_pool[i]
+        for i in candidate_order(thermal_pool, exclude, np.random.default_rng(seed + 1))
+    ]
+    if "thermal" in names and ns[-1] > len(thermal):
+        raise EeltError(
+            f"--labels {ns[-1]}: the sampler's trajectory holds only {len(thermal)} usable "
+            "frames for the thermal set; ask for fewer --labels"
+        )
     wanted = ns[-1] - len(init)
-    if wanted > len(candidates):
+    if "random" in names and wanted > len(candidates):
         raise EeltError(
             f"--labels {ns[-1]}: needs {wanted} random frames besides the {len(init)} initial "
             f"ones, but the run explored only {len(candidates)} usable frames ({len(explored)} "
@@ -420,7 +471,7 @@ def _compare(
     failures = atomic.read_json(failures_path) if failures_path.is_file() else {}
     n_failures = len(failures)
     type_map = list(config.system.type_map or [])
-    eval_sets = {"test": test, "data": reference}
+    eval_sets = {"test": test, "yardstick": yardstick, "data": reference}
     results = []
     with ExitStack() as stack:
         if executor is None:
@@ -428,14 +479,17 @@ def _compare(
 
             executor = stack.enter_context(open_executor(config.execution, run.root / "logs"))
         draw = RandomDraw(candidates, labeler, executor, run.labels_dir, failures)
+        thermal_draw = (
+            RandomDraw(thermal, labeler, executor, run.labels_dir, failures) if thermal else None
+        )
         try:
-            sets = build_sets(ns, init, training, draw)
+            sets = build_sets(ns, init, training, draw, thermal_draw, names)
         finally:
             if len(failures) != n_failures:
                 atomic.write_json(failures_path, failures)
         for n, pair in sets.items():
             entry: dict[str, Any] = {"n_labels": n, "selected": None, "selected_missing": None}
-            if pair["selected"] is None:
+            if "selected" in pair and pair["selected"] is None:
                 entry["selected_missing"] = f"the run has only {len(training)} training labels"
             for name, tset in pair.items():
                 if tset is not None:
@@ -460,7 +514,10 @@ def _compare(
         "n_run_labels": len(training),
         "n_explored": len(explored),
         "n_random_pool": len(candidates),
+        "n_thermal_pool": len(thermal),
+        "sets": list(names),
         "n_test_frames": len(test),
+        "n_yardstick_frames": len(yardstick),
         "data": None if data is None else str(data),
         "n_data_frames": len(reference),
         "n_label_failures": len(failures),
@@ -484,22 +541,16 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
     --data E RMSE (meV/Angstrom, meV/atom); '-' where there is nothing."""
     rows = []
     for entry in report["results"]:
-        for name in SETS:
+        for name in report.get("sets", SETS[:2]):
             result = entry.get(name)
             if result is None:
-                rows.append([str(entry["n_labels"]), name, "-", "-", "-", "-", "-"])
+                rows.append([str(entry["n_labels"]), name] + ["-"] * (len(TABLE_HEADER) - 2))
                 continue
-            rows.append(
-                [
-                    str(entry["n_labels"]),
-                    name,
-                    str(result["n_labels_computed"]),
-                    _fmt(result["test"], "force_rmse_meV_per_A", 1),
-                    _fmt(result["test"], "energy_rmse_meV_per_atom", 2),
-                    _fmt(result["data"], "force_rmse_meV_per_A", 1),
-                    _fmt(result["data"], "energy_rmse_meV_per_atom", 2),
-                ]
-            )
+            row = [str(entry["n_labels"]), name, str(result["n_labels_computed"])]
+            for where in EVAL_SETS:
+                row.append(_fmt(result.get(where), "force_rmse_meV_per_A", 1))
+                row.append(_fmt(result.get(where), "energy_rmse_meV_per_atom", 2))
+            rows.append(row)
     return rows
 
 
@@ -509,6 +560,8 @@ TABLE_HEADER = [
     "labels computed",
     "test F RMSE (meV/Å)",
     "test E RMSE (meV/atom)",
+    "yardstick F RMSE (meV/Å)",
+    "yardstick E RMSE (meV/atom)",
     "--data F RMSE (meV/Å)",
     "--data E RMSE (meV/atom)",
 ]
@@ -520,9 +573,16 @@ def markdown_table(report: dict[str, Any]) -> str:
     lines = [
         f"# Active learning against random selection: {report['run']}",
         "",
-        f"{report['n_init']} initial frames in both sets; random frames drawn (seed "
-        f"{report['seed']}) from {report['n_random_pool']} of {report['n_explored']} explored "
-        f"frames; {report['n_test_frames']} test frames{data}.",
+        f"{report['n_init']} initial frames in the selected and random sets; random frames "
+        f"drawn (seed {report['seed']}) from {report['n_random_pool']} of "
+        f"{report['n_explored']} explored frames"
+        + (
+            f"; thermal frames from {report['n_thermal_pool']} frames of the sampler's MD"
+            if "thermal" in report.get("sets", ())
+            else ""
+        )
+        + f"; {report['n_test_frames']} test frames, "
+        f"{report.get('n_yardstick_frames', 0)} yardstick frames{data}.",
         "",
         "| " + " | ".join(TABLE_HEADER) + " |",
         "|" + "---|" * len(TABLE_HEADER),
@@ -536,16 +596,17 @@ def markdown_table(report: dict[str, Any]) -> str:
 
 
 def plot_force_rmse(report: dict[str, Any], path: str | Path) -> Path:
-    """Save (atomically) a PNG of force RMSE (meV/Angstrom) against training labels, selected
-    against random, one line per evaluation set."""
+    """Save (atomically) a PNG of force RMSE (meV/Angstrom) against training labels, one line
+    per training set and evaluation set."""
     from matplotlib.figure import Figure  # no pyplot: no global state, safe off the main thread
     from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(6.0, 4.0), dpi=100)
     ax = fig.add_subplot()
-    styles = {"test": "-", "data": ":"}
-    colors = {"selected": "tab:blue", "random": "tab:orange"}
-    markers = {"selected": "o", "random": "s"}
+    styles = {"test": "-", "yardstick": "--", "data": ":"}
+    colors = {"selected": "tab:blue", "random": "tab:orange", "thermal": "tab:green"}
+    markers = {"selected": "o", "random": "s", "thermal": "^"}
+    names = {"test": "test frames", "yardstick": "yardstick", "data": "--data"}
     for where in EVAL_SETS:
         for name in SETS:
             points = [
@@ -556,7 +617,7 @@ def plot_force_rmse(report: dict[str, Any], path: str | Path) -> Path:
             if not points:
                 continue
             x, y = zip(*points, strict=True)
-            label = f"{name}, {'test frames' if where == 'test' else '--data'}"
+            label = f"{name}, {names[where]}"
             ax.plot(x, y, ls=styles[where], marker=markers[name], color=colors[name], label=label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("DFT labels in the training set")

@@ -199,6 +199,10 @@ def test_user_errors_before_any_work(finished, tmp_path):
         EeltError, match=r"--labels 10000: needs 9993 random frames .* only \d+ usable"
     ):
         run_baseline(run.root, [10000])
+    with pytest.raises(EeltError, match=r"--set thermal: .* has no thermal sampler trajectory"):
+        run_baseline(run.root, [8], sets=["thermal"])
+    with pytest.raises(EeltError, match=r"--set best: not one of selected, random, thermal"):
+        run_baseline(run.root, [8], sets=["best"])
     with pytest.raises(EeltError, match=r"--data .*nothing.extxyz: no such file"):
         run_baseline(run.root, [8], data=tmp_path / "nothing.extxyz")
     unlabeled = tmp_path / "unlabeled.extxyz"
@@ -253,3 +257,30 @@ def test_random_draw_skips_failed_labels_and_remembers_them(tmp_path):
         assert len(again.take(4)) == 4 and again.n_computed == 1  # failed ones not retried
         with pytest.raises(EeltError, match="the explored frames ran out: 5 random frames"):
             again.take(5)
+
+
+def test_thermal_set_is_random_sampler_frames_none_held_out(tmp_path):
+    """With a thermal sampler, the third set is N frames of its MD drawn at random, none of
+    them a yardstick, test or training frame; every set is measured on the yardstick."""
+    sampler = {"kind": "emt", "n_frames": 3, "n_steps": 60, "dump_fs": 4.0, "n_yardstick": 3}
+    cfg = tiny_config(cu_start(tmp_path), init={"n_perturbed": 2, "sampler": sampler})
+    run = prepare_run(cfg, tmp_path, tmp_path / "run")
+    with ThreadPoolExecutor(2) as pool:
+        run_loop(RunContext(run, pool))
+        report = run_baseline(run.root, [8], executor=pool)
+    assert report["sets"] == ["selected", "random", "thermal"]
+    thermal = ase.io.read(run.root / "baseline/thermal-N8.extxyz", ":")
+    assert len(thermal) == 8 and report["n_yardstick_frames"] == 3
+    pool_index = FrameIndex(ase.io.read(run.sampler_trajectory_file, ":"))
+    held = FrameIndex(read_all([*run.yardstick_files(), *run.test_data_files(), *run.data_files()]))
+    assert all(a in pool_index and a not in held for a in thermal)
+    assert len(FrameIndex(thermal)) == len({a.positions.tobytes() for a in thermal})
+    entry = report["results"][0]
+    for name in report["sets"]:
+        assert entry[name]["yardstick"]["n_frames"] == 3
+        assert np.isfinite(entry[name]["yardstick"]["force_rmse_meV_per_A"])
+    table = (run.root / "baseline/report.md").read_text()
+    assert "| 8 | thermal |" in table and "yardstick F RMSE" in table
+    only = run_baseline(run.root, [8], sets=["thermal"], executor=ThreadPoolExecutor(1))
+    assert list(only["results"][0]) == ["n_labels", "selected", "selected_missing", "thermal"]
+    assert only["results"][0]["thermal"]["n_members_trained"] == 0  # reused
