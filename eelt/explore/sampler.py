@@ -5,6 +5,7 @@ diverse choice of the frames to label. Pure functions; the orchestration runs th
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Executor
 
 import numpy as np
 from ase import Atoms, units
@@ -191,25 +192,35 @@ def sample_frames(
     n_equilibrate: int,
     conformers: bool,
     seed: int,
+    executor: Executor | None = None,
 ) -> list[Atoms]:
     """Every start (with its conformer starts when ``conformers``) x temperature run by
-    :func:`langevin_frames`; frames also carry ``start_index`` and ``conformer`` in info."""
-    frames = []
-    k = 0
+    :func:`langevin_frames`, one job each on ``executor`` (in this process without one; the
+    frames are the same either way); frames also carry ``start_index`` and ``conformer`` in
+    info, in job order."""
+    jobs = []
     for s, start in enumerate(starts):
         variants = [start] + (conformer_starts(start) if conformers else [])
         for c, variant in enumerate(variants):
             dt = timestep_fs or default_timestep_fs(variant)
             for t in temperatures_K:
-                run = langevin_frames(
-                    variant, make_calculator(variant), t, n_steps, dt, dump_every,
-                    n_equilibrate, seed + k,
-                )  # fmt: skip
-                k += 1
-                for f in run:
-                    f.info["start_index"], f.info["conformer"] = s, c
-                frames += run
+                args = (variant, make_calculator, t, n_steps, dt, dump_every, n_equilibrate)
+                jobs.append(((s, c), (*args, seed + len(jobs))))
+    if executor is None:
+        runs = [_sampler_run(*args) for _, args in jobs]
+    else:
+        runs = [f.result() for f in [executor.submit(_sampler_run, *args) for _, args in jobs]]
+    frames = []
+    for ((s, c), _), run in zip(jobs, runs, strict=True):
+        for f in run:
+            f.info["start_index"], f.info["conformer"] = s, c
+        frames += run
     return frames
+
+
+def _sampler_run(variant: Atoms, make_calculator, *args) -> list[Atoms]:
+    """One sampler job (picklable for a Dask worker): the calculator is made where it runs."""
+    return langevin_frames(variant, make_calculator(variant), *args)
 
 
 def yardstick_choice(n_frames: int, chosen: list[int], n: int, seed: int) -> list[int]:

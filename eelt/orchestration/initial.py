@@ -103,7 +103,7 @@ def _sample(ctx: RunContext, out, chosen_file, yardstick_file) -> None:
     with tracking.task("init-sample", "init: sampler MD", 1) as progress:
         frames = sampler.sample_frames(
             starts, calculator, temperatures, cfg.n_steps, dt, max(1, round(cfg.dump_fs / dt_ref)),
-            round(cfg.equilibrate_fs / dt_ref), cfg.conformers, cfg.seed,
+            round(cfg.equilibrate_fs / dt_ref), cfg.conformers, cfg.seed, ctx.executor,
         )  # fmt: skip
         progress.update(1)
     out.mkdir(parents=True, exist_ok=True)

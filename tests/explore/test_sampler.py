@@ -89,3 +89,29 @@ def test_diverse_choice_returns_distinct_frames():
     positions = [frames[k].positions.tobytes() for k in chosen]
     assert len(set(positions)) == 20
     assert sorted(sampler.diverse_choice(frames[:3], 10)) == [0, 1, 2]
+
+
+def test_sampler_jobs_on_an_executor_give_the_same_frames():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ase.calculators.emt import EMT
+
+    starts = [Octahedron("Cu", 3, 0), Octahedron("Cu", 2, 0)]
+    args = (lambda atoms: EMT(), [300.0, 800.0], 20, 2.0, 5, 4, False, 3)
+    here = sampler.sample_frames(starts, *args)
+    with ThreadPoolExecutor(2) as pool:
+        there = sampler.sample_frames(starts, *args, executor=pool)
+    assert len(here) == len(there) == 2 * 2 * 4
+    for a, b in zip(here, there, strict=True):
+        assert np.array_equal(a.positions, b.positions) and a.info == b.info
+    assert [(f.info["start_index"], f.info["temperature_K"]) for f in there[::4]] == [
+        (0, 300.0), (0, 800.0), (1, 300.0), (1, 800.0)
+    ]  # fmt: skip
+
+
+def test_yardstick_choice_avoids_the_chosen_frames():
+    picked = sampler.yardstick_choice(20, [0, 3, 5], 6, seed=0)
+    assert len(picked) == len(set(picked)) == 6 and not {0, 3, 5} & set(picked)
+    assert picked == sorted(picked) == sampler.yardstick_choice(20, [0, 3, 5], 6, seed=0)
+    assert sampler.yardstick_choice(4, [0, 1, 2], 6, seed=0) == [3]
+    assert sampler.yardstick_choice(4, [0, 1, 2, 3], 6, seed=0) == []
