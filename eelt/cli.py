@@ -365,7 +365,17 @@ def status(
     """Show a run's progress from its run directory alone (no server needed)."""
     from eelt.orchestration.rundir import RunDir
 
-    state = _guard(RunDir(run_dir).read_state)
+    run = RunDir(run_dir)
+    if run.exists() and not run.state_path.is_file() and not as_json:
+        from eelt.orchestration.progress import init_progress
+
+        out.print(init_progress(run), highlight=False, markup=False)
+        if holder := _with_holder(run_dir, {"time": None}).get("held_by"):
+            from eelt.orchestration.lock import describe
+
+            out.print(f"in use now by {describe(holder)}", highlight=False, markup=False)
+        return
+    state = _guard(run.read_state)
     state = _with_holder(run_dir, state)
     if as_json:
         print(json.dumps(state, indent=2))

@@ -113,6 +113,24 @@ def test_status_of_a_non_run(tmp_path):
     assert "not an eelt run directory" in result.output
 
 
+def test_status_during_the_initial_step_says_where_it_is(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from eelt.orchestration.context import RunContext
+    from eelt.orchestration.initial import init_label
+    from eelt.orchestration.runs import prepare_run
+
+    run = prepare_run(tiny_config(cu_start(tmp_path)), tmp_path, tmp_path / "run")
+    result = runner.invoke(app, ["status", str(run.root)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "run: initial step (not started); no iteration yet"
+    with ThreadPoolExecutor(1) as pool:
+        init_label(RunContext(run, pool))
+    run.init_dir("train").mkdir(parents=True)
+    result = runner.invoke(app, ["status", str(run.root)])
+    assert "initial step (label done, train under way)" in result.output, result.output
+
+
 def test_cluster_script_prints_the_batch_script(tmp_path):
     import yaml
     from typer.testing import CliRunner

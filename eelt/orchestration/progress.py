@@ -64,6 +64,20 @@ def explorer_models(run: RunDir, iteration: int) -> Path:
     return run.init_dir("train")
 
 
+def init_progress(run: RunDir) -> str:
+    """One line on a run still in its initial step (no state written yet): which of
+    init/sample, init/label and init/train finished."""
+    steps = []
+    for step in ("sample", "label", "train"):
+        directory = run.init_dir(step)
+        if run.read_report(directory) is not None:
+            steps.append(f"{step} done")
+        elif directory.is_dir():
+            steps.append(f"{step} under way")
+    what = ", ".join(steps) if steps else "not started"
+    return f"{run.root.name}: initial step ({what}); no iteration yet"
+
+
 def init_labels(init_label_report: dict[str, Any] | None) -> int:
     """Labels the initial step spent: its training frames and the sampler's yardstick."""
     r = init_label_report or {}
