@@ -193,11 +193,13 @@ def sample_frames(
     conformers: bool,
     seed: int,
     executor: Executor | None = None,
+    on_failure: Callable[[str], None] | None = None,
 ) -> list[Atoms]:
     """Every start (with its conformer starts when ``conformers``) x temperature run by
     :func:`langevin_frames`, one job each on ``executor`` (in this process without one; the
     frames are the same either way); frames also carry ``start_index`` and ``conformer`` in
-    info, in job order."""
+    info, in job order. A job whose MD fails gives no frames and its reason to
+    ``on_failure`` (without one, RuntimeError)."""
     jobs = []
     for s, start in enumerate(starts):
         variants = [start] + (conformer_starts(start) if conformers else [])
@@ -211,16 +213,24 @@ def sample_frames(
     else:
         runs = [f.result() for f in [executor.submit(_sampler_run, *args) for _, args in jobs]]
     frames = []
-    for ((s, c), _), run in zip(jobs, runs, strict=True):
+    for ((s, c), args), (run, failure) in zip(jobs, runs, strict=True):
+        if failure is not None:
+            if on_failure is None:
+                raise RuntimeError(failure)
+            on_failure(f"start {s}, conformer {c}, {args[2]:g} K: {failure}")
         for f in run:
             f.info["start_index"], f.info["conformer"] = s, c
         frames += run
     return frames
 
 
-def _sampler_run(variant: Atoms, make_calculator, *args) -> list[Atoms]:
-    """One sampler job (picklable for a Dask worker): the calculator is made where it runs."""
-    return langevin_frames(variant, make_calculator(variant), *args)
+def _sampler_run(variant: Atoms, make_calculator, *args) -> tuple[list[Atoms], str | None]:
+    """One sampler job (picklable for a Dask worker; the calculator is made where it runs):
+    its frames, or none and why the MD failed (an SCC that did not converge, say)."""
+    try:
+        return langevin_frames(variant, make_calculator(variant), *args), None
+    except Exception as err:  # any calculator's failure: the run goes on without this job
+        return [], f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
 
 
 def yardstick_choice(n_frames: int, chosen: list[int], n: int, seed: int) -> list[int]:

@@ -100,12 +100,21 @@ def _sample(ctx: RunContext, out, chosen_file, yardstick_file) -> None:
     calculator = sampler.calculator_factory(
         cfg.kind, getattr(label, "charge", 0), getattr(label, "spin", 0)
     )
+    failures: list[str] = []
     with tracking.task("init-sample", "init: sampler MD", 1) as progress:
         frames = sampler.sample_frames(
             starts, calculator, temperatures, cfg.n_steps, dt, max(1, round(cfg.dump_fs / dt_ref)),
             round(cfg.equilibrate_fs / dt_ref), cfg.conformers, cfg.seed, ctx.executor,
+            failures.append,
         )  # fmt: skip
         progress.update(1)
+    for failure in failures:
+        log.warning("init.sampler: MD failed (%s); going on without it", failure)
+    if not frames:
+        raise EeltError(
+            f"init.sampler: every sampler MD failed (first: {failures[0]}); "
+            "set init.sampler.kind: none or use perturbed copies (init.n_perturbed)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_frames(ctx.run.sampler_trajectory_file, frames)
     picked = sampler.diverse_choice(frames, cfg.n_frames)
@@ -124,6 +133,7 @@ def _sample(ctx: RunContext, out, chosen_file, yardstick_file) -> None:
             "n_trajectory_frames": len(frames),
             "n_chosen": len(chosen),
             "n_yardstick": len(yardstick),
+            "failed_runs": failures,
             "n_runs": len({(f.info["start_index"], f.info["conformer"]) for f in frames})
             * len(temperatures),
         },

@@ -115,3 +115,17 @@ def test_yardstick_choice_avoids_the_chosen_frames():
     assert picked == sorted(picked) == sampler.yardstick_choice(20, [0, 3, 5], 6, seed=0)
     assert sampler.yardstick_choice(4, [0, 1, 2], 6, seed=0) == [3]
     assert sampler.yardstick_choice(4, [0, 1, 2, 3], 6, seed=0) == []
+
+
+def test_a_failed_sampler_md_is_reported_and_the_others_kept():
+    from ase import Atoms
+    from ase.calculators.emt import EMT
+
+    si2 = Atoms("Si2", positions=[(0, 0, 0), (0, 0, 2.3)])  # EMT has no parameters for Si
+    args = (lambda atoms: EMT(), [300.0], 20, 2.0, 5, 0, False, 0)
+    reasons = []
+    frames = sampler.sample_frames([Octahedron("Cu", 2, 0), si2], *args, on_failure=reasons.append)
+    assert len(frames) == 4 and {f.info["start_index"] for f in frames} == {0}
+    assert len(reasons) == 1 and reasons[0].startswith("start 1, conformer 0, 300 K: ")
+    with pytest.raises(RuntimeError):
+        sampler.sample_frames([si2], *args)
