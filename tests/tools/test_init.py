@@ -121,23 +121,28 @@ def test_refusals_exit_2_with_one_line(water, tmp_path):
     assert config.read_text() == "mine\n"
 
 
-def test_emt_cu_config_runs_a_short_loop(cu_cell, tmp_path):
-    config = tmp_path / "eelt.yaml"
-    assert init(cu_cell, "--out", config, "--labeler", "emt").exit_code == 0
-    data = yaml.safe_load(config.read_text())
-    assert data["train"]["model"].get("kind", "deeppot") == "deeppot"  # the default for a cell
-    data["init"]["n_perturbed"] = 4
-    stage = data["explore"]["stages"][0]
-    stage.update(n_steps=30, dump_interval=5, max_iterations=1)
+def run_small(config, data, root):
+    """Shrink an eelt init config (one short iteration, tiny DeepPot-SE members, threads),
+    write it to ``config`` and run it into ``root``; (root, the CLI result)."""
+    data["explore"]["stages"][0].update(n_steps=30, dump_interval=5, max_iterations=1)
     data["examine"]["max_candidates"] = 2
     data["train"].update(steps=20, warm_steps=10, ensemble_size=2)
     data["train"]["model"].update(embedding_widths=[4, 8], axis_neuron=2, fitting_widths=[16])
     data["loop"]["max_iterations"] = 1
     data["execution"] = {"kind": "threads", "n_workers": 2}
     config.write_text(yaml.safe_dump(data))
-    root = tmp_path / "run"
     result = runner.invoke(app, ["run", str(config), "--plain", "--quiet", "--run-dir", str(root)])
     assert result.exit_code == 0, result.output
+    return root, result
+
+
+def test_emt_cu_config_runs_a_short_loop(cu_cell, tmp_path):
+    config = tmp_path / "eelt.yaml"
+    assert init(cu_cell, "--out", config, "--labeler", "emt").exit_code == 0
+    data = yaml.safe_load(config.read_text())
+    assert data["train"]["model"].get("kind", "deeppot") == "deeppot"  # the default for a cell
+    data["init"]["n_perturbed"] = 4
+    root, result = run_small(config, data, tmp_path / "run")
     assert "max_iterations" in result.output
     assert (root / "iter-000" / "train" / "model-1.pt").is_file()
 
@@ -148,16 +153,7 @@ def test_xtb_molecule_config_runs_its_sampler_and_a_short_loop(water, tmp_path):
     data = yaml.safe_load(config.read_text())
     data["init"]["sampler"].update(n_steps=100, n_frames=4, n_yardstick=3, equilibrate_fs=5)
     data["explore"]["stages"] = data["explore"]["stages"][:1]
-    data["explore"]["stages"][0].update(n_steps=30, dump_interval=5, max_iterations=1)
-    data["examine"]["max_candidates"] = 2
-    data["train"].update(steps=20, warm_steps=10, ensemble_size=2)
-    data["train"]["model"].update(embedding_widths=[4, 8], axis_neuron=2, fitting_widths=[16])
-    data["loop"]["max_iterations"] = 1
-    data["execution"] = {"kind": "threads", "n_workers": 2}
-    config.write_text(yaml.safe_dump(data))
-    root = tmp_path / "run"
-    result = runner.invoke(app, ["run", str(config), "--plain", "--quiet", "--run-dir", str(root)])
-    assert result.exit_code == 0, result.output
+    root, _ = run_small(config, data, tmp_path / "run")
     assert len(ase.io.read(root / "data" / "init.extxyz", ":")) == 4  # the sampler's only
     assert len(ase.io.read(root / "data" / "yardstick-sampler.extxyz", ":")) == 3
     status = runner.invoke(app, ["status", str(root)])
