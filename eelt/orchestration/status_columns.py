@@ -81,6 +81,13 @@ def run_title(state: dict[str, Any]) -> str:
     return EXPLORE_TITLE.format(**state) + (f" ({detail})" if detail else "")
 
 
+def _labeled_yardstick(state: dict[str, Any]) -> int:
+    """Yardstick frames the run labeled itself (the thermal sampler's): the labels that are
+    neither training nor test frames."""
+    n = state.get("n_labels", 0) - state.get("n_train_labels", 0) - state.get("n_test_labels", 0)
+    return max(int(n), 0)
+
+
 def labels_line(state: dict[str, Any]) -> str:
     """Labels (initial, training, test, the user's), DFT core-hours, share of explored frames
     labeled, and where the latest models are."""
@@ -88,6 +95,7 @@ def labels_line(state: dict[str, Any]) -> str:
         f"labels: {state.get('n_labels', state['n_init_labeled'])} "
         f"({state['n_init_labeled']} initial, {state.get('n_train_labels', 0)} for training, "
         f"{state.get('n_test_labels', 0)} held-out test frames"
+        + (f", {n_yard} yardstick frames" if (n_yard := _labeled_yardstick(state)) else "")
         + (
             f"; besides {state['n_user_frames']} of the user's own"
             if state.get("n_user_frames")

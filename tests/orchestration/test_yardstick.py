@@ -86,6 +86,7 @@ def test_the_sampler_draws_a_yardstick_that_counts_as_labels(tmp_path):
     assert row["labels_total"] == 6 + 4 + row["n_labeled"] + row["n_test_labeled"]
     assert state["n_labels"] == row["labels_total"]
     assert np.isfinite(row["yardstick_force_rmse_meV_per_A"])
+    assert ", 4 yardstick frames)" in labels_line(state)
 
 
 def test_a_streaming_run_measures_the_yardstick_too(tmp_path):
