@@ -286,11 +286,14 @@ class StageConfig(Section):
     walkers_per_condition: PositiveInt = Field(
         default=1, description="walkers per start and condition (each with its own seed)"
     )
-    starts: Literal["system", "last", "uncertain"] | list[str] = Field(
+    starts: Literal["system", "last", "uncertain", "sampler"] | list[str] = Field(
         default="system",
         description="system: the system's structures; last: the last frame of every walker of "
         "the previous iteration; uncertain: the previous iteration's accurate frames with the "
-        "highest deviation; or a list of files (frozen into starts/stage-K.extxyz)",
+        "highest deviation; sampler: the thermal sampler's chosen frames (init.sampler), "
+        "max_starts of them (default: as many as the system's structures), the next ones at "
+        "each iteration (streaming: each stage), so walkers start from every conformer in "
+        "turn; or a list of files (frozen into starts/stage-K.extxyz)",
     )
     max_starts: PositiveInt | None = Field(
         default=None, description="at most this many starts; None: all"
@@ -333,7 +336,9 @@ class StageConfig(Section):
                 f"with barostat langevin (not {self.ensemble} with {coupling})"
             )
         if isinstance(self.starts, list) and not self.starts:
-            raise ValueError("starts: give 'system', 'last', 'uncertain' or a list of files")
+            raise ValueError(
+                "starts: give 'system', 'last', 'uncertain', 'sampler' or a list of files"
+            )
         if sum(b.kind == "plumed" for b in self.biases) > 1:
             raise ValueError("biases: at most one plumed bias")
         return self
@@ -1036,6 +1041,11 @@ class RunConfig(Section):
                 "no initial data"
             )
         for k, stage in enumerate(self.explore.stages):
+            if stage.starts == "sampler" and self.init.sampler.kind == "none":
+                raise ValueError(
+                    f"explore.stages.{k}: starts 'sampler' needs the thermal sampler "
+                    "(init.sampler.kind xtb or emt)"
+                )
             lo = stage.trust_lo_eV_per_A or self.examine.trust_lo_eV_per_A
             hi = stage.trust_hi_eV_per_A or self.examine.trust_hi_eV_per_A
             if lo >= hi:

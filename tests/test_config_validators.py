@@ -103,7 +103,7 @@ RULES = [
     (
         "starts_not_empty",
         config(stage={"starts": []}),
-        r"^explore\.stages\.0: starts: give 'system', 'last', 'uncertain' or a list of files$",
+        r"^explore\.stages\.0: starts: give 'system', 'last', 'uncertain', 'sampler' or a list of files$",
         config(stage={"starts": ["a.xyz"]}),
     ),
     (

@@ -66,8 +66,14 @@ def choose_starts(
     trust_lo: float | None,
     deviation_key: str,
     previous_name: str = "the previous stage",
+    sampler: list[Atoms] = (),
+    rotation: int = 0,
 ) -> tuple[list[Atoms], str]:
     """Where ``stage``'s walkers start, and a line saying from what.
+
+    "sampler": ``max_starts`` (default: as many as ``system``) of the thermal sampler's frames
+    ``sampler``, the ``rotation``-th block of them in their order, wrapping around (the system
+    structures when there is none).
 
     ``starts`` as a list of files: their structures (``files``); "system", or no ``previous``
     trajectories (None: the run's first exploration): the ``system`` structures; "last": the
@@ -76,7 +82,14 @@ def choose_starts(
     ``deviation_key`` below ``trust_lo``), at most one per trajectory unless ``max_starts``
     says more. At most ``max_starts`` in every case."""
     trajectories = [t for t in previous or [] if t]
-    if isinstance(stage.starts, list):
+    if stage.starts == "sampler" and sampler:
+        n = min(stage.max_starts or len(system), len(sampler))
+        picked = [(rotation * n + k) % len(sampler) for k in range(n)]
+        frames = [sampler[i] for i in picked]
+        source = f"thermal sampler frames {', '.join(map(str, picked))}"
+    elif stage.starts == "sampler":
+        frames, source = system, "system (no thermal sampler frame)"
+    elif isinstance(stage.starts, list):
         frames, source = files, "stage files"
     elif stage.starts == "system" or previous is None:
         frames, source = system, "system"

@@ -76,7 +76,7 @@ def init_sample(ctx: RunContext) -> tuple[list[Atoms], list[Atoms]]:
     if cfg.kind == "none":
         return [], []
     out = ctx.run.init_dir("sample")
-    chosen_file, yardstick_file = out / "chosen.extxyz", out / "yardstick.extxyz"
+    chosen_file, yardstick_file = ctx.run.sampler_chosen_file, out / "yardstick.extxyz"
     if finished(ctx, out) is None:
         _sample(ctx, out, chosen_file, yardstick_file)
     # as written, so a resume labels the same frames

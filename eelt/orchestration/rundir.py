@@ -189,6 +189,16 @@ class RunDir:
         return self.init_dir("sample") / "trajectory.extxyz"
 
     @property
+    def sampler_chosen_file(self) -> Path:
+        """The thermal sampler's frames chosen for training, in their (diverse) order."""
+        return self.init_dir("sample") / "chosen.extxyz"
+
+    def sampler_frames(self) -> list[Atoms]:
+        """The thermal sampler's chosen frames (none without a sampler)."""
+        path = self.sampler_chosen_file
+        return _frames_if_present(path) if path.is_file() and path.stat().st_size else []
+
+    @property
     def sampler_yardstick_file(self) -> Path:
         return self.data_dir / SAMPLER_YARDSTICK_FILE
 

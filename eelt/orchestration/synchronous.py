@@ -75,6 +75,7 @@ def explore_starts(ctx: RunContext, slot: Slot) -> tuple[list[Atoms], str]:
     return choose_starts(
         stage, run.starts(), files, previous, lo, deviation_key(ctx.config.examine),
         f"iteration {slot.iteration - 1}",
+        run.sampler_frames() if stage.starts == "sampler" else [], slot.iteration,
     )  # fmt: skip
 
 

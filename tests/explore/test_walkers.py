@@ -86,3 +86,43 @@ def test_walkers_are_every_start_condition_and_repeat_with_their_names():
     ]  # fmt: skip
     assert [len(w.start) for w in walkers] == [1] * 4 + [2] * 4
     assert [w.temperature_K for w in walkers[:4]] == [300.0, 300.0, 600.0, 600.0]
+
+
+def test_sampler_starts_take_the_next_block_of_thermal_frames_each_time():
+    import pytest
+    from ase import Atoms
+
+    from eelt.config import ConfigError, parse_config
+    from eelt.explore.walkers import choose_starts
+
+    def frame(x):
+        return Atoms("Cu2", positions=[[0, 0, 0], [x, 0, 0]])
+
+    system, sampler = [frame(2.5)], [frame(2.0 + 0.1 * k) for k in range(5)]
+    data = {
+        "name": "t",
+        "system": {"structures": ["x.xyz"]},
+        "label": {"kind": "emt"},
+        "init": {"sampler": {"kind": "emt"}},
+        "explore": {"stages": [{"temperatures_K": [300], "starts": "sampler", "max_starts": 2}]},
+    }
+    stage = parse_config(data).explore.stages[0]
+
+    def starts(rotation, frames=sampler, st=stage):
+        got, source = choose_starts(st, system, [], None, None, "max_devi_f", "", frames, rotation)
+        return [round(a.positions[1, 0], 3) for a in got], source
+
+    assert starts(0) == ([2.0, 2.1], "thermal sampler frames 0, 1")
+    assert starts(1) == ([2.2, 2.3], "thermal sampler frames 2, 3")
+    assert starts(2) == ([2.4, 2.0], "thermal sampler frames 4, 0")  # wraps around
+    assert starts(0, []) == ([2.5], "system (no thermal sampler frame)")
+    one = parse_config(
+        {**data, "explore": {"stages": [{"temperatures_K": [300], "starts": "sampler"}]}}
+    )
+    assert starts(3, st=one.explore.stages[0]) == (
+        [2.3],
+        "thermal sampler frames 3",
+    )  # as many as the system
+    data["init"] = {}
+    with pytest.raises(ConfigError, match=r"explore.stages.0: starts 'sampler' needs the thermal"):
+        parse_config(data)

@@ -52,3 +52,33 @@ def test_bad_sampler_kind_is_one_line():
         tiny_config(Path("cu.extxyz"), init={"sampler": {"kind": "dft"}})
     assert "init.sampler.kind" in str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("mode", ["synchronous", "streaming"])
+def test_walkers_start_from_the_sampler_frames_in_turn(tmp_path, mode):
+    import numpy as np
+
+    from eelt.config import parse_config
+    from eelt.orchestration.runs import run_loop
+    from tests.orchestration.streaming.stream_config import streaming_config
+
+    data = streaming_config(tmp_path).model_dump(mode="json")
+    data["init"].update(n_perturbed=2, sampler=SAMPLER)
+    for stage in data["explore"]["stages"]:
+        stage.update(starts="sampler", max_starts=1)
+    data["loop"]["max_labels"] += 15  # the sampler's 5 frames and 10 yardstick frames
+    if mode == "synchronous":
+        data["explore"]["stages"][0]["max_iterations"] = 2
+        data["loop"] = {"max_iterations": 2}
+    run = prepare_run(parse_config(data), tmp_path, tmp_path / "run")
+    with ThreadPoolExecutor(2) as pool:
+        run_loop(RunContext(run, pool))
+    chosen = run.sampler_frames()
+    if mode == "synchronous":  # one block per iteration: frames 0, 1 for iterations 0, 1
+        used = [ase.io.read(run.stage_dir(it, "explore") / "starts.xyz", 0) for it in (0, 1)]
+    else:  # one block per stage: stage 0's first segment starts at frame 0, stage 1 at 1
+        stream = run.root / "stream"
+        used = [ase.io.read(stream / "segments" / "r0000-w000.extxyz", 0)]
+        used.append(ase.io.read(stream / "stages" / "stage-001.extxyz", 0))
+    for k, atoms in enumerate(used):
+        assert np.allclose(atoms.positions, chosen[k].positions, atol=1e-6), k

@@ -64,7 +64,11 @@ class Scheduler:
         self.stages = self.config.explore.stages
         self.levels = [stage_trust_levels(self.config.examine, st) for st in self.stages]
         first = self.stages[0]
-        starts = self.run.stage_starts(0) if isinstance(first.starts, list) else self.run.starts()
+        starts, _ = choose_starts(
+            first, self.run.starts(), self.run.stage_starts(0), None, None,
+            deviation_key(self.config.examine), "",
+            self.run.sampler_frames() if first.starts == "sampler" else [], 0,
+        )  # fmt: skip
         self.stage_walkers: dict[int, list[Walker]] = {0: stage_walkers(first, starts)}
         self.stage_begins = [0]  # stage_begins[s]: the first round of stage s
         self.stages_ended: set[int] = set()  # stages a close has ended
@@ -131,6 +135,8 @@ class Scheduler:
             starts, source = choose_starts(
                 self.stages[s], self.run.starts(), self.run.stage_starts(s), previous,
                 self.round_levels(first - 1)[lo_key], deviation_key(self.config.examine),
+                "the previous stage",
+                self.run.sampler_frames() if self.stages[s].starts == "sampler" else [], s,
             )  # fmt: skip
             if not starts:
                 raise EeltError(f"explore.stages.{s}: no structure to start its walkers from")
