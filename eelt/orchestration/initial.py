@@ -80,11 +80,8 @@ def init_sample(ctx: RunContext) -> tuple[list[Atoms], list[Atoms]]:
     if finished(ctx, out) is None:
         _sample(ctx, out, chosen_file, yardstick_file)
     # as written, so a resume labels the same frames
-    return _frames_in(chosen_file), _frames_in(yardstick_file)
-
-
-def _frames_in(path) -> list[Atoms]:
-    return ase.io.read(path, ":") if path.is_file() and path.stat().st_size > 0 else []
+    yardstick = ase.io.read(yardstick_file, ":") if yardstick_file.is_file() else []
+    return ctx.run.sampler_frames(), yardstick
 
 
 def _sample(ctx: RunContext, out, chosen_file, yardstick_file) -> None:
@@ -134,8 +131,12 @@ def _sample(ctx: RunContext, out, chosen_file, yardstick_file) -> None:
             "n_chosen": len(chosen),
             "n_yardstick": len(yardstick),
             "failed_runs": failures,
-            "n_runs": len({(f.info["start_index"], f.info["conformer"]) for f in frames})
-            * len(temperatures),
+            "n_runs": len(
+                {
+                    (f.info["start_index"], f.info["conformer"], f.info["temperature_K"])
+                    for f in frames
+                }
+            ),
         },
     )
 

@@ -195,8 +195,7 @@ class RunDir:
 
     def sampler_frames(self) -> list[Atoms]:
         """The thermal sampler's chosen frames (none without a sampler)."""
-        path = self.sampler_chosen_file
-        return _frames_if_present(path) if path.is_file() and path.stat().st_size else []
+        return _frames_if_present(self.sampler_chosen_file)
 
     @property
     def sampler_yardstick_file(self) -> Path:
@@ -266,7 +265,8 @@ class RunDir:
 
 
 def _frames_if_present(path: Path) -> list[Atoms]:
-    return ase.io.read(path, ":") if path.is_file() else []
+    """The frames of an extxyz file; none when it is missing or empty."""
+    return ase.io.read(path, ":") if path.is_file() and path.stat().st_size else []
 
 
 def _same_structures(a: list[Atoms], b: list[Atoms]) -> bool:
