@@ -28,10 +28,13 @@ def finished(ctx: RunContext, directory) -> dict[str, Any] | None:
     return report
 
 
-def label_into(ctx: RunContext, frames, tests, out_dir, data_file, test_file=None):
+def label_into(
+    ctx: RunContext, frames, tests, out_dir, data_file, test_file=None, extra=None
+):
     """Label ``frames`` (training data, appended as ``data_file``) and ``tests`` (held out,
     ``test_file``) in one batch with the run's labeler and label store; stop on
-    label.max_failed_fraction; write and return the stage report."""
+    label.max_failed_fraction; write and return the stage report (with ``extra``'s fields:
+    the report is written once, since its presence marks the stage finished)."""
     from eelt.label.batch import check_failed_fraction, label_batch
 
     where = str(out_dir.relative_to(ctx.root))
@@ -55,6 +58,7 @@ def label_into(ctx: RunContext, frames, tests, out_dir, data_file, test_file=Non
     )
     record["data_file"] = str(data_file.relative_to(ctx.root)) if batch.candidates else None
     record["test_file"] = str(test_file.relative_to(ctx.root)) if batch.tests else None
+    record.update(extra or {})
     ctx.run.write_report(out_dir, record)
     return record
 
@@ -163,10 +167,8 @@ def init_label(ctx: RunContext) -> dict[str, Any]:
     n_user = len(ctx.run.user_data())
     summary = label_into(
         ctx, frames, yardstick, out, ctx.run.data_dir / "init.extxyz",
-        ctx.run.sampler_yardstick_file,
+        ctx.run.sampler_yardstick_file, {"n_user_frames": n_user},
     )  # fmt: skip
-    summary["n_user_frames"] = n_user
-    ctx.run.write_report(out, summary)
     if summary["n_labeled"] + n_user < 2:
         raise EeltError(
             f"init: only {summary['n_labeled']} of {len(frames)} initial frames could be labeled "
