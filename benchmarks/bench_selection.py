@@ -14,12 +14,21 @@ the loop's next iteration would. Strategies:
 
 - default: the run's examine config (trust window, farthest-point from the most deviant);
 - window-random: the same trust window, uniform choice inside it (DP-GEN);
+- window-representative: the same trust window, k-means on the structure fingerprint, the
+  frame nearest each centre (examine.selection: representative);
 - relative: DeePMD's relative deviation window (0.03-0.15), farthest-point;
 - adaptive: trust_lo set so that 4k frames below trust_hi are candidates, farthest-point;
 - weighted: drawn without replacement with probability proportional to the deviation, from
   every frame below trust_hi (no window);
+- explored-representative: k-means over every explored frame below trust_hi (no window), the
+  frame nearest each centre;
 - explored-random: uniform over every explored frame (eelt baseline's random);
-- thermal-random: uniform over the run's thermal sampler trajectory (no model at all).
+- thermal-random: uniform over the run's thermal sampler trajectory (no model at all);
+- thermal-representative: k-means over that trajectory's fresh frames, the frame nearest each
+  centre (no model);
+- thermal-uncertain: the explorer ensemble's deviation on that trajectory's fresh frames, the
+  most deviant quarter, farthest-point from the most deviant (pool-based active learning on
+  frames of a physical cheap MD rather than of the model's own MD).
 
 Prints one row per strategy: force RMSE on each held-out set (file at temperature), the worst,
 and the worst energy RMSE; plus how many chosen frames were above trust_hi.
@@ -37,6 +46,7 @@ from score_heldout import scores
 
 from eelt import atomic
 from eelt.examine.examination import Allowance, Classified, examine_frames
+from eelt.examine.select import select_candidates
 from eelt.examine.trust import classify_frames, stage_trust_levels
 from eelt.label import frame_hash, label_frames, make_labeler
 from eelt.label.batch import training_hashes
@@ -45,20 +55,48 @@ from eelt.orchestration.rundir import RunDir
 from eelt.train.generation import train_generation
 
 STRATEGIES = (
-    "default", "window-random", "relative", "adaptive", "weighted", "explored-random",
-    "thermal-random",
+    "default", "window-random", "window-representative", "relative", "adaptive", "weighted",
+    "explored-representative", "explored-random", "thermal-random", "thermal-representative",
+    "thermal-uncertain",
 )  # fmt: skip
 EXAMINE = {
     "default": {},
     "window-random": {"selection": "random"},
+    "window-representative": {"selection": "representative"},
     "relative": {"deviation": "relative"},
     "adaptive": {"trust_levels": "adaptive"},
 }
 
 
-def choose(strategy: str, run: RunDir, config, frames, hashes, committed, k, seed, out):
+def thermal_pool(run: RunDir, settings, committed, explorers: Path | None) -> list:
+    """The sampler trajectory's frames not in the training data, each with the explorer
+    ensemble's max force deviation (max_devi_f) when ``explorers`` is given."""
+    pool = [a for a in ase.io.read(run.sampler_trajectory_file, ":")
+            if frame_hash(a, settings) not in committed]  # fmt: skip
+    if explorers is not None:
+        from eelt.model.families import load_ensemble
+
+        ensemble = load_ensemble(explorers)
+        for start in range(0, len(pool), 100):
+            chunk = pool[start : start + 100]
+            for atoms, d in zip(chunk, ensemble.deviation(chunk, 1.0), strict=True):
+                atoms.info["max_devi_f"] = d.max_devi_f_eV_per_A
+    return pool
+
+
+def choose(strategy: str, run: RunDir, config, frames, hashes, committed, k, seed, out, pool_args):
     """The frames ``strategy`` labels, among ``frames`` (fresh ones only)."""
     rng = np.random.default_rng(seed)
+    if strategy in ("thermal-representative", "thermal-uncertain"):
+        uncertain = strategy == "thermal-uncertain"
+        settings, previous = pool_args
+        pool = thermal_pool(run, settings, committed, previous if uncertain else None)
+        idx = np.arange(len(pool))
+        if uncertain:
+            devi = np.array([a.info["max_devi_f"] for a in pool])
+            idx = np.argsort(-devi)[: max(len(pool) // 4, k)]
+        method = "diverse" if uncertain else "representative"
+        return [pool[i] for i in select_candidates(pool, idx, k, method, rng)]
     fresh = [i for i, h in enumerate(hashes) if h not in committed and hashes.index(h) == i]
     if strategy in EXAMINE:
         update = dict(EXAMINE[strategy])
@@ -72,10 +110,12 @@ def choose(strategy: str, run: RunDir, config, frames, hashes, committed, k, see
             Allowance(k, None, 0), (seed,), out,
         )  # fmt: skip
         return ase.io.read(out / "candidates.extxyz", ":") if report["n_selected"] else []
+    devi = np.array([frames[i].info.get("max_devi_f", np.nan) for i in fresh])
+    keep = np.isfinite(devi) & (devi < config.examine.trust_hi_eV_per_A)
+    pool, weights = np.array(fresh)[keep], devi[keep]
+    if strategy == "explored-representative":
+        return [frames[i] for i in select_candidates(frames, pool, k, "representative", rng)]
     if strategy == "weighted":
-        devi = np.array([frames[i].info.get("max_devi_f", np.nan) for i in fresh])
-        keep = np.isfinite(devi) & (devi < config.examine.trust_hi_eV_per_A)
-        pool, weights = np.array(fresh)[keep], devi[keep]
         picked = rng.choice(pool, size=min(k, pool.size), replace=False, p=weights / weights.sum())
         return [frames[i] for i in picked]
     if strategy == "explored-random":
@@ -119,7 +159,18 @@ def main() -> None:
         for strategy in args.strategies:
             out = out_dir / strategy
             out.mkdir(parents=True, exist_ok=True)
-            chosen = choose(strategy, run, config, frames, hashes, committed, k, args.seed, out)
+            chosen = choose(
+                strategy,
+                run,
+                config,
+                frames,
+                hashes,
+                committed,
+                k,
+                args.seed,
+                out,
+                (settings, previous),
+            )
             labeled = label_frames(chosen, labeler, executor, out_dir / "labels").labeled
             atomic.write_frames(out / "chosen.extxyz", labeled)
             models = out / "models"

@@ -461,10 +461,11 @@ class ExamineConfig(Section):
         "deviation first crosses it (the first failed frame when it starts above), chosen as "
         "the selection chooses candidates",
     )
-    selection: Literal["random", "diverse"] = Field(
+    selection: Literal["random", "diverse", "representative"] = Field(
         default="diverse",
         description="random: uniform without replacement (DP-GEN); diverse: farthest-point "
-        "sampling on a structure fingerprint, from the candidate with the highest deviation",
+        "sampling on a structure fingerprint, from the candidate with the highest deviation; "
+        "representative: k-means on that fingerprint, the candidate nearest each centre",
     )
     test_frames: Annotated[int, Field(ge=0)] = Field(
         default=4,

@@ -1,4 +1,5 @@
-"""Pick a few candidate frames for labeling: uniformly at random, or structurally diverse."""
+"""Pick a few candidate frames for labeling: uniformly at random, structurally diverse, or
+representative of where the candidates lie."""
 
 from __future__ import annotations
 
@@ -82,6 +83,26 @@ def _farthest_from(points: np.ndarray, known: np.ndarray, n: int) -> np.ndarray:
     return np.array(chosen, dtype=int)
 
 
+def _representatives(points: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` distinct rows of ``points``: k-means (k-means++ start) into ``n`` clusters, then
+    per cluster the row nearest its centre; a cluster left empty, or whose nearest row another
+    took, is filled by farthest-point from the rows picked."""
+    import warnings
+
+    from scipy.cluster.vq import kmeans2
+
+    with warnings.catch_warnings():  # empty clusters (repeated frames) are filled below
+        warnings.simplefilter("ignore")
+        centres, _ = kmeans2(points, n, minit="++", seed=rng)
+    dist = np.linalg.norm(points[:, None, :] - centres[None, :, :], axis=2)
+    chosen = list(dict.fromkeys(int(np.argmin(dist[:, c])) for c in range(n)))
+    if len(chosen) < n:
+        rest = np.setdiff1d(np.arange(len(points)), chosen)
+        more = _farthest_from(points[rest], points[chosen], n - len(chosen))
+        chosen += rest[more].tolist()
+    return np.array(chosen, dtype=int)
+
+
 def edge_frames(
     classes: np.ndarray, trajectories: Sequence[Hashable], usable: np.ndarray | None = None
 ) -> np.ndarray:
@@ -119,7 +140,7 @@ def select_candidates(
     frames: list[Atoms],
     candidate_idx: np.ndarray,
     max_n: int,
-    method: Literal["random", "diverse"],
+    method: Literal["random", "diverse", "representative"],
     rng: np.random.Generator | int | None,
     earlier: list[Atoms] = (),
 ) -> np.ndarray:
@@ -129,10 +150,14 @@ def select_candidates(
     :func:`structure_fingerprint`, starting from the candidate with the highest max_devi_f;
     with ``earlier`` frames (candidates chosen before, in a streaming window) each pick is the
     candidate farthest from every frame chosen so far, earlier ones included (ties: the lowest
-    index).
+    index). "representative": k-means on the fingerprints into ``max_n`` clusters, the
+    candidate nearest each centre: dense regions get labels too, not only the extremes
+    farthest-point reaches (``earlier`` is not used).
     """
-    if method not in ("random", "diverse"):
-        raise ValueError(f"selection method must be 'random' or 'diverse', got {method!r}")
+    if method not in ("random", "diverse", "representative"):
+        raise ValueError(
+            f"selection method must be 'random', 'diverse' or 'representative', got {method!r}"
+        )
     if int(max_n) != max_n or max_n < 0:
         raise ValueError(f"max_n must be a non-negative integer, got {max_n!r}")
     idx = np.asarray(candidate_idx, dtype=int).ravel()
@@ -151,6 +176,8 @@ def select_candidates(
     candidates = [frames[k] for k in idx]
     elements = sorted({int(z) for f in [*earlier, *candidates] for z in f.numbers})
     points = np.stack([structure_fingerprint(f, elements) for f in candidates])
+    if method == "representative":
+        return idx[_representatives(points, max_n, rng)]
     if len(earlier):
         known = np.stack([structure_fingerprint(f, elements) for f in earlier])
         return idx[_farthest_from(points, known, max_n)]

@@ -28,9 +28,7 @@ def finished(ctx: RunContext, directory) -> dict[str, Any] | None:
     return report
 
 
-def label_into(
-    ctx: RunContext, frames, tests, out_dir, data_file, test_file=None, extra=None
-):
+def label_into(ctx: RunContext, frames, tests, out_dir, data_file, test_file=None, extra=None):
     """Label ``frames`` (training data, appended as ``data_file``) and ``tests`` (held out,
     ``test_file``) in one batch with the run's labeler and label store; stop on
     label.max_failed_fraction; write and return the stage report (with ``extra``'s fields:

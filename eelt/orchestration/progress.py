@@ -331,6 +331,7 @@ def state(ctx) -> dict[str, Any]:
         "iterations": history,
         "n_init_labeled": init.get("n_labeled", 0),
         "n_user_frames": init.get("n_user_frames", 0),
+        "n_init_labels": init_labels(init),  # the sampler's yardstick included
         **yardstick_summary(run),
         "n_train_labels": n_train,
         "n_test_labels": n_test,

@@ -82,10 +82,8 @@ def run_title(state: dict[str, Any]) -> str:
 
 
 def _labeled_yardstick(state: dict[str, Any]) -> int:
-    """Yardstick frames the run labeled itself (the thermal sampler's): the labels that are
-    neither training nor test frames."""
-    n = state.get("n_labels", 0) - state.get("n_train_labels", 0) - state.get("n_test_labels", 0)
-    return max(int(n), 0)
+    """Yardstick frames the run labeled itself (the thermal sampler's, in the initial step)."""
+    return max(int(state.get("n_init_labels", 0)) - int(state.get("n_init_labeled", 0)), 0)
 
 
 def labels_line(state: dict[str, Any]) -> str:

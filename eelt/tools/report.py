@@ -52,21 +52,27 @@ figcaption, .meta { font-size: 0.8em; color: #666; }
 
 # --- the run's learning curve ------------------------------------------------------------------
 def learning_curve_points(state: dict[str, Any]) -> dict[str, list[tuple[int, float, int]]]:
-    """(labels, test force RMSE in meV/A, iteration) per curve: ``new`` (the ensemble trained in
-    an iteration, on all held-out frames so far, at the labels spent by its end) and
-    ``explorer`` (the ensemble that explored an iteration, on that iteration's held-out frames,
-    at the labels spent when it was trained)."""
-    points: dict[str, list[tuple[int, float, int]]] = {"new": [], "explorer": []}
-    before = state.get("n_init_labeled", 0)
+    """(labels, force RMSE in meV/A, iteration; -1 for the initial ensemble) per curve: ``new``
+    (the ensemble trained in an iteration, on all held-out frames so far, at the labels spent
+    by its end), ``explorer`` (the ensemble that explored an iteration, on that iteration's
+    held-out frames, at the labels spent when it was trained) and ``yardstick`` (each ensemble
+    on the frames no model chose)."""
+    points: dict[str, list[tuple[int, float, int]]] = {"new": [], "explorer": [], "yardstick": []}
+    before = state.get("n_init_labels", state.get("n_init_labeled", 0))
+    rows = [(-1, before, state.get("init_yardstick_force_rmse_meV_per_A"), None, None)]
     for row in state.get("iterations", []):
-        labels = row.get("labels_total")
-        for name, key, x in (
-            ("explorer", "explorer_test_force_rmse_meV_per_A", before),
-            ("new", "test_force_rmse_meV_per_A", labels),
+        rows.append(
+            (row["iteration"], row.get("labels_total"), row.get("yardstick_force_rmse_meV_per_A"),
+             row.get("test_force_rmse_meV_per_A"), row.get("explorer_test_force_rmse_meV_per_A"))
+        )  # fmt: skip
+    for it, labels, yardstick, new, explorer in rows:
+        for name, value, x in (
+            ("explorer", explorer, before),
+            ("new", new, labels),
+            ("yardstick", yardstick, labels),
         ):
-            value = row.get(key)
             if x is not None and value is not None and math.isfinite(value) and value > 0:
-                points[name].append((int(x), float(value), int(row["iteration"])))
+                points[name].append((int(x), float(value), int(it)))
         before = labels if labels is not None else before
     return points
 
@@ -82,6 +88,7 @@ def _learning_curve_figure(state: dict[str, Any]):
     styles = {
         "new": ("o-", "C0", "new ensemble, all held-out frames so far"),
         "explorer": ("s--", "C1", "exploring ensemble, that iteration's held-out frames"),
+        "yardstick": ("^:", "C2", "each ensemble on the yardstick (frames no model chose)"),
     }
     for name, (style, color, label) in styles.items():
         if points[name]:
@@ -91,14 +98,14 @@ def _learning_curve_figure(state: dict[str, Any]):
                 for x, y, it in points[name]:
                     ax.annotate(str(it), (x, y), textcoords="offset points", xytext=(3, 4),
                                 fontsize=7, color=color)  # fmt: skip
-    if points["new"] or points["explorer"]:
+    if any(points.values()):
         ax.set_yscale("log")
         ax.legend(fontsize="small", title="numbers: iteration", title_fontsize="small")
     else:
         ax.text(0.5, 0.5, "no held-out test errors yet", ha="center", va="center",
                 transform=ax.transAxes)  # fmt: skip
     ax.set_xlabel("labels spent (cumulative, initial and test frames included)")
-    ax.set_ylabel("test force RMSE (meV/Å)")
+    ax.set_ylabel("held-out force RMSE (meV/Å)")
     ax.set_title(f"{state.get('name', '')}: true force error against labels", fontsize="medium")
     ax.grid(alpha=0.3, which="both")
     return fig

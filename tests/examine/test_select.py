@@ -45,7 +45,7 @@ def test_random_would_mostly_miss_b_but_stays_within_candidates():
     assert 0.2 < hit_b < 0.65  # expected 2/5
 
 
-@pytest.mark.parametrize("method", ["random", "diverse"])
+@pytest.mark.parametrize("method", ["random", "diverse", "representative"])
 def test_caps_all_when_fewer_and_deterministic(method):
     frames = _frames_a10_b1(devi_b=0.05)
     cands = np.array([0, 2, 5, 6, 8, 10])
@@ -58,11 +58,41 @@ def test_caps_all_when_fewer_and_deterministic(method):
     assert select_candidates(frames, np.array([], dtype=int), 3, method, 0).size == 0
 
 
-def test_diverse_identical_frames_still_unique():
+@pytest.mark.parametrize("method", ["diverse", "representative"])
+def test_identical_frames_still_unique(method):
     frame = bulk("Cu", "fcc", a=3.61, cubic=True)
     frames = [frame.copy() for _ in range(5)]
-    picked = select_candidates(frames, np.arange(5), 3, "diverse", 0)
+    picked = select_candidates(frames, np.arange(5), 3, method, 0)
     assert len(set(picked.tolist())) == 3
+
+
+def test_representative_takes_the_centre_of_each_group_diverse_its_edges():
+    """Two groups of rattled fcc Cu (15 at 3.55 A, 5 at 3.70 A; the second more deviant): both
+    rules label one frame of each group with two labels; representative takes the frame
+    nearest its group's mean fingerprint, diverse frames at the groups' edges."""
+    frames, group = [], []
+    for g, (a_A, n, devi) in enumerate(((3.55, 15, 0.1), (3.70, 5, 0.2))):
+        for k in range(n):
+            f = bulk("Cu", "fcc", a=a_A, cubic=True).repeat(2)
+            f.rattle(0.03, seed=100 * g + k)
+            f.info[keys.MAX_DEVI_F] = devi + 0.001 * k
+            frames.append(f)
+            group.append(g)
+    group = np.array(group)
+    points = np.stack([structure_fingerprint(f, [29]) for f in frames])
+    centre_dist = np.zeros(len(frames))
+    for g in (0, 1):
+        members = group == g
+        centre_dist[members] = np.linalg.norm(points[members] - points[members].mean(0), axis=1)
+    nearest = {
+        g: int(np.flatnonzero(group == g)[np.argmin(centre_dist[group == g])]) for g in (0, 1)
+    }
+    for seed in range(4):
+        picked = select_candidates(frames, np.arange(20), 2, "representative", seed)
+        assert sorted(picked.tolist()) == sorted(nearest.values()), picked
+    diverse = select_candidates(frames, np.arange(20), 2, "diverse", 0)
+    assert sorted(group[diverse].tolist()) == [0, 1]
+    assert not set(diverse.tolist()) & set(nearest.values())
 
 
 def test_fingerprint_invariances_and_size_independence():
@@ -92,7 +122,7 @@ def test_fingerprint_invariances_and_size_independence():
         (dict(candidate_idx=np.array([0, 11])), "out of range"),
         (dict(candidate_idx=np.array([1, 1])), "repeated"),
         (dict(max_n=-1), "max_n"),
-        (dict(method="best"), "'random' or 'diverse'"),
+        (dict(method="best"), "'random', 'diverse' or 'representative'"),
     ],
 )
 def test_bad_arguments_named(kwargs, match):

@@ -95,7 +95,17 @@ def test_learning_curve_points_and_png(finished_run, tmp_path):
     points = learning_curve_points(state)
     assert points["new"] == [(row["labels_total"], row["test_force_rmse_meV_per_A"], 0)]
     assert points["explorer"] == [
-        (state["n_init_labeled"], row["explorer_test_force_rmse_meV_per_A"], 0)
+        (state["n_init_labels"], row["explorer_test_force_rmse_meV_per_A"], 0)
+    ]
+    assert points["yardstick"] == []  # this run has no yardstick
+    with_yardstick = {
+        **state,
+        "init_yardstick_force_rmse_meV_per_A": 90.0,
+        "iterations": [{**row, "yardstick_force_rmse_meV_per_A": 70.0}],
+    }
+    assert learning_curve_points(with_yardstick)["yardstick"] == [
+        (state["n_init_labels"], 90.0, -1),
+        (row["labels_total"], 70.0, 0),
     ]
     path = learning_curve_png(state, tmp_path / "curve.png")
     assert path == tmp_path / "curve.png" and path.read_bytes().startswith(PNG_SIGNATURE)
