@@ -155,6 +155,24 @@ def _silence_dask() -> None:
     logger.propagate = False
 
 
+class _SlowExitFilter(logging.Filter):
+    """Drops the nanny's word that a worker process, asked to end, took a few seconds (one
+    that used torch ends slowly; the nanny then ends it, and nothing is lost)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "still alive after" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_worker_exit() -> Iterator[None]:
+    logger, quiet = logging.getLogger("distributed.nanny"), _SlowExitFilter()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
 def _kill_local_workers(cluster) -> None:
     """A stopped run: end the local workers' processes at once (their jobs are abandoned; what
     they finished is on disk), so that closing the cluster neither waits for busy workers nor
@@ -214,4 +232,5 @@ def open_executor(cfg: ExecutionConfig, log_dir: Path | None = None) -> Iterator
                         _kill_local_workers(cluster)
                 raise
     finally:
-        cluster.close()
+        with _quiet_worker_exit():
+            cluster.close()

@@ -1,5 +1,6 @@
 """The executors stages submit to: a local Dask cluster bound to loopback, a thread pool."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -175,3 +176,17 @@ def test_gpu_workers_ask_their_scheduler_for_gpus(kind, line):
     script = _job_script(ExecutionConfig(kind=kind, gpus_per_worker=2, jobs_per_gpu=4))
     assert line in script.splitlines(), script
     assert "--resources GPU=8" in script  # 2 GPUs x 4 jobs each
+
+
+def test_closing_the_cluster_drops_only_the_slow_worker_exit_warning(caplog):
+    from eelt.orchestration.execution import _quiet_worker_exit
+
+    nanny = logging.getLogger("distributed.nanny")
+    with caplog.at_level(logging.WARNING, logger="distributed.nanny"), _quiet_worker_exit():
+        nanny.warning("Worker process still alive after %.1f seconds, killing", 4.0)
+        nanny.warning("Restarting worker")
+    nanny.warning("Worker process still alive after 4.0 seconds, killing")  # outside: kept
+    assert [r.getMessage() for r in caplog.records] == [
+        "Restarting worker",
+        "Worker process still alive after 4.0 seconds, killing",
+    ]
