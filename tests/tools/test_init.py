@@ -1,6 +1,8 @@
 """eelt init: a commented first config that eelt's loader and `eelt validate` accept, and that
 runs."""
 
+import json
+
 import ase.io
 import pytest
 import yaml
@@ -57,6 +59,11 @@ def test_water_molecule_config_loads_and_validates(water, tmp_path):
     # a thermal start: GFN2-xTB frames, a random few of them the yardstick
     assert cfg.init.n_perturbed == 0 and cfg.init.sampler.kind == "xtb"
     assert cfg.init.sampler.conformers and cfg.init.sampler.n_yardstick > 0
+    # walkers start from the sampler's frames, two others each iteration
+    assert [(s.starts, s.max_starts, s.walkers_per_condition) for s in cfg.explore.stages] == [
+        ("sampler", 2, 1),
+        ("sampler", 2, 1),
+    ]
     result = validate(config, tmp_path)
     assert result.exit_code == 0, result.output
 
@@ -158,3 +165,5 @@ def test_xtb_molecule_config_runs_its_sampler_and_a_short_loop(water, tmp_path):
     assert len(ase.io.read(root / "data" / "yardstick-sampler.extxyz", ":")) == 3
     status = runner.invoke(app, ["status", str(root)])
     assert "yardstick: 3 frames no model chose" in status.output, status.output
+    explored = json.loads((root / "iter-000" / "explore" / "report.json").read_text())
+    assert explored["starts"] == "thermal sampler frames 0, 1"
