@@ -234,11 +234,10 @@ _SAMPLER_STARTS = (
 )
 
 
-def _stage(facts: StructureFacts, max_iterations: int, walkers: int) -> list:
+def _stage(facts: StructureFacts, max_iterations: int) -> list:
     dt = _timestep_fs(facts)
     dump = 20 if dt >= 2.0 else 10
     return [
-        *([f"      walkers_per_condition: {walkers}"] if walkers > 1 else []),
         ("      ensemble: nvt", "constant volume and temperature"),
         ("      thermostat: langevin", "friction_per_fs 0.01 by default"),
         ("      n_steps: 1000", f"{1000 * dt / 1000:g} ps a walker"),
@@ -314,7 +313,7 @@ def config_text(
             ("explore:", "MD on the ensemble; a stage runs until converged or max_iterations"),
             "  stages:",
             ("    - temperatures_K: [300, 600]", "the cell stays as given: no npt stage"),
-            *_stage(facts, 4, 1),
+            *_stage(facts, 4),
             "    # an npt stage (ensemble: npt, pressures_bar: [1]) is better with the stress in the",
             "    # training loss: train.start_pref_v / limit_pref_v above 0",
             ("examine:", "trust levels on the max force deviation (eV/A)"),
@@ -336,10 +335,10 @@ def config_text(
             "  stages:",
             "    - temperatures_K: [300, 500]",
             *_SAMPLER_STARTS,
-            *_stage(facts, 3, 1),
+            *_stage(facts, 3),
             ("    - temperatures_K: [600, 800]", "then hotter"),
             *_SAMPLER_STARTS,
-            *_stage(facts, 3, 1),
+            *_stage(facts, 3),
             ("examine:", "trust levels on the max force deviation (eV/A)"),
             "  trust_lo_eV_per_A: 0.06",
             "  trust_hi_eV_per_A: 0.25",
